@@ -1,0 +1,72 @@
+"""Input validation shared by the engine: one typed error per bad input, quoting the value."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class HubnessError(ValueError):
+    """Bad input to the hubness engine (a ValueError, so callers can catch either)."""
+
+
+class ThresholdUnreachableError(RuntimeError):
+    """A sampler could not collect the requested latents within its pool budget."""
+
+
+def resolve_device(device=None) -> torch.device:
+    """``None`` means CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HubnessError(f"device={str(device)!r} was requested but CUDA is not available; use device='cpu'")
+    return device
+
+
+def as_latents(x, name: str = "latents", device=None) -> torch.Tensor:
+    """Return ``x`` as a finite float32 tensor of shape (n, d) on ``device`` (default: its own)."""
+    if isinstance(x, np.ndarray) or not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as exc:
+            raise HubnessError(f"{name} must be a numeric array of shape (n, d), got {type(x).__name__}") from exc
+    if x.ndim != 2:
+        raise HubnessError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}")
+    if not (x.is_floating_point() or x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+        raise HubnessError(f"{name} must be real-valued, got dtype {x.dtype}")
+    if x.shape[1] < 1:
+        raise HubnessError(f"{name} must have at least one dimension per latent, got shape {tuple(x.shape)}")
+    x = x.detach().to(device=device if device is not None else x.device, dtype=torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).any(dim=1).sum())
+        raise HubnessError(f"{name} contain NaN or inf in {bad} row(s); drop or fix those latents first")
+    return x
+
+
+def check_k(k, n: int, *, name: str = "k") -> int:
+    """``k`` must be an integer with 1 <= k < n (a latent cannot be its own neighbour)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise HubnessError(f"{name} must be an integer, got {k!r}")
+    k = int(k)
+    if n < 2:
+        raise HubnessError(f"Expected at least 2 latents, but n_samples = {n}")
+    if k < 1:
+        raise HubnessError(f"Expected {name} >= 1, but {name} = {k}")
+    if k >= n:
+        raise HubnessError(f"Expected {name} < n_samples, but n_samples = {n}, {name} = {k}")
+    return k
+
+
+def check_threshold(t, name: str = "t") -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.integer, np.floating)) or not np.isfinite(t):
+        raise HubnessError(f"{name} must be a finite number, got {t!r}")
+    if t < 0:
+        raise HubnessError(f"Expected {name} >= 0 (hub values are counts), but {name} = {t}")
+    return float(t)
+
+
+def check_count(num, name: str = "num") -> int:
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+        raise HubnessError(f"{name} must be a positive integer, got {num!r}")
+    return int(num)

@@ -1,0 +1,36 @@
+"""Demo of the engine: hub values of a pool of Gaussian latents, its statistics and its selections."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from . import SeedPools, compute_hubness, hubness_stats, make_sampler
+
+
+@click.command()
+@click.option("--pool-size", default=10000, show_default=True, help="Latents per pool")
+@click.option("--dim", default=512, show_default=True, help="Latent dimension")
+@click.option("--k", default=5, show_default=True, help="k-NN list size")
+@click.option("--t", default=50, show_default=True, help="Hub-value threshold")
+@click.option("--num", default=16, show_default=True, help="Latents to select")
+def main(pool_size, dim, k, t, num):
+    """Compute hub values of one pool of N(0, I) latents and select hubs from it."""
+    pools = SeedPools(dim, pool_size)
+    pool = pools.draw(0)
+    start = time.perf_counter()
+    res = compute_hubness(pool.latents, k)
+    seconds = time.perf_counter() - start
+    st = hubness_stats(res.m, k, thresholds=(t,))
+    click.echo(f"pool: {pool_size} latents of dimension {dim} (seeds {pool.seeds[0]}..{pool.seeds[-1]})")
+    click.echo(f"k-NN: {res.backend}, {res.info.get('precision', '')}, {seconds:.2f} s")
+    click.echo(f"hub values: max {st.max}, skewness {st.skewness:.2f}, hubs (m >= {2 * k}) {st.hub_share:.1%}, "
+               f"anti-hubs (m = 0) {st.antihub_share:.1%}, m >= {t}: {st.count_at_least[t]}")
+    chosen = make_sampler("hubness", k=k, t=t).sample(pools, num)
+    click.echo(f"hubness sampler, {num} latents with m >= {t}: seeds {chosen.seeds.tolist()}")
+    click.echo(f"  their m: {chosen.m.tolist()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,447 @@
+"""k-nearest-neighbour search over latents, squared Euclidean distance.
+
+Two backends:
+
+* ``exact``: blocked GEMM + top-k in torch, on CPU or CUDA. Memory is bounded by a budget in MiB that
+  fixes how many query rows (and, for very large pools, database columns) one block holds. The GEMM may
+  run in bfloat16 as a *screen*: every screened distance carries a rigorous rounding-error bound, the
+  candidates whose bounds overlap the k-th neighbour are re-ranked with float32 distances computed from
+  differences, and a row whose certificate fails is recomputed in full. The result is identical to the
+  float32 computation; the screen only decides how much work is skipped.
+* ``approx``: pynndescent's NN-descent graph. Its recall@k is measured on a random subset of queries
+  against the exact backend; below ``recall_threshold`` the search falls back to exact (default) or warns.
+
+Ties are broken by the lower index everywhere, so results are deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from ._checks import HubnessError, as_latents, check_k, resolve_device
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MEMORY_BUDGET_MB = 512
+#: Pools at least this large use the approximate backend under ``backend="auto"`` (on CPU).
+AUTO_APPROX_MIN_N = 400_000
+#: Extra screened candidates per row beyond k; only speed depends on it, never the result.
+DEFAULT_MARGIN = 16
+#: NN-descent parameters that reach recall@5 >= 0.95 on 512-d Gaussian latents (see benchmarks/knn.py).
+APPROX_PARAMS = dict(n_neighbors=40, n_iters=20, max_candidates=60, diversify_prob=0.0, pruning_degree_multiplier=2.0)
+
+_UNIT_ROUNDOFF = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8}
+_PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class KnnResult:
+    """Neighbours of each query, nearest first (ties: lower index first).
+
+    Attributes
+    ----------
+    indices : torch.Tensor, shape (n_queries, k), int64
+    distances : torch.Tensor, shape (n_queries, k), float32
+        Squared Euclidean distances (exact backend: float32 from differences; approx: pynndescent's).
+    backend : str
+        ``"exact"`` or ``"approx"``.
+    recall : float or None
+        Measured recall@k of an approximate run (fraction of true neighbours found); None for exact.
+    info : dict
+        Diagnostics: screen precision, rows recomputed in full, seconds, ...
+    """
+
+    indices: torch.Tensor
+    distances: torch.Tensor
+    backend: str
+    recall: Optional[float] = None
+    info: dict = field(default_factory=dict)
+
+
+def rows_per_block(n_cols: int, bytes_per_entry: int, memory_budget_mb: float, *, max_rows: int = 1 << 30) -> int:
+    """Number of query rows whose (rows, n_cols) working set fits the memory budget (at least 1)."""
+    if not (memory_budget_mb > 0):
+        raise HubnessError(f"Expected memory_budget_mb > 0, but memory_budget_mb = {memory_budget_mb}")
+    rows = int(memory_budget_mb * 2 ** 20 // max(1, n_cols * bytes_per_entry))
+    return max(1, min(rows, max_rows))
+
+
+def sqdist_blocks(x, y=None, *, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, device=None,
+                  block_rows: Optional[int] = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield squared Euclidean distances of ``x`` to ``y`` one block of rows at a time (float32 GEMM).
+
+    Parameters
+    ----------
+    x : array-like, shape (n, d)
+    y : array-like, shape (m, d), optional
+        Defaults to ``x``.
+    memory_budget_mb : float
+        Bound on the size of one yielded block.
+    block_rows : int, optional
+        Rows per block; overrides the budget (tests compare blockwise with one-shot results).
+
+    Yields
+    ------
+    start, stop, block : int, int, torch.Tensor of shape (stop - start, m)
+    """
+    device = resolve_device(device)
+    x = as_latents(x, "x", device)
+    y = x if y is None else as_latents(y, "y", device)
+    if x.shape[1] != y.shape[1]:
+        raise HubnessError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
+    mu = y.double().mean(0)  # centring shrinks the cancellation error of the expansion
+    xc = (x.double() - mu).float()
+    yc = xc if y is x else (y.double() - mu).float()
+    xn = (xc.double() ** 2).sum(1).float()
+    yn = xn if y is x else (yc.double() ** 2).sum(1).float()
+    rows = block_rows or rows_per_block(y.shape[0], 4, memory_budget_mb)
+    for start in range(0, x.shape[0], rows):
+        stop = min(start + rows, x.shape[0])
+        block = torch.addmm(yn[None, :], xc[start:stop], yc.T, alpha=-2.0).add_(xn[start:stop, None]).clamp_(min=0)
+        yield start, stop, block
+
+
+@lru_cache(maxsize=None)
+def _bf16_is_fast(device_type: str) -> bool:
+    """Whether bfloat16 GEMM beats float32 here (CUDA: yes; CPU: measured once)."""
+    if device_type == "cuda":
+        return True
+    a = torch.randn(256, 512)
+    b = torch.randn(4096, 512)
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        aa, bb = a.to(dtype), b.to(dtype)
+        torch.mm(aa, bb.T)
+        start = time.perf_counter()
+        for _ in range(3):
+            torch.mm(aa, bb.T)
+        timings[dtype] = time.perf_counter() - start
+    return timings[torch.bfloat16] < 0.7 * timings[torch.float32]
+
+
+def _screen_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        return torch.bfloat16 if _bf16_is_fast(device.type) else torch.float32
+    if precision not in _PRECISIONS:
+        raise HubnessError(f"precision must be one of 'auto', 'fp32', 'bf16', got {precision!r}")
+    return _PRECISIONS[precision]
+
+
+class _Screen:
+    """Latents prepared for a reduced-precision GEMM screen, with what the error bound needs.
+
+    The screen score is ``s = <q, x_j> - |x_j|^2 / 2`` on mean-centred data, computed as one GEMM of
+    augmented vectors ``[q, 1, 1] . [x_j, hi_j, lo_j]`` where ``hi_j + lo_j`` carries ``-|x_j|^2 / 2``
+    at twice the screen precision. The squared distance is ``|q|^2 - 2 s``.
+    """
+
+    def __init__(self, data: torch.Tensor, mean: torch.Tensor, dtype: torch.dtype, is_query: bool):
+        centred = data.double() - mean
+        low = centred.to(dtype)
+        self.sq_norm = (centred ** 2).sum(1)                               # |x|^2, float64
+        self.low_norm = low.double().norm(dim=1)                           # |x~|
+        self.err_norm = (centred - low.double()).norm(dim=1)               # |x - x~|
+        dim = data.shape[1]
+        width = -(-(dim + 2) // 16) * 16                                   # aligned GEMM width
+        aug = torch.zeros(data.shape[0], width, dtype=dtype, device=data.device)
+        aug[:, :dim] = low
+        if is_query:
+            aug[:, dim:dim + 2] = 1
+            self.half_norm_err = None
+        else:
+            half = -0.5 * self.sq_norm
+            hi = half.to(dtype)
+            lo = (half - hi.double()).to(dtype)
+            aug[:, dim] = hi
+            aug[:, dim + 1] = lo
+            self.half_norm_err = (half - hi.double() - lo.double()).abs()
+            self.aug_abs = hi.double().abs() + lo.double().abs()
+        self.aug = aug
+        self.width = width
+
+
+def _sq_sum_rows(a: torch.Tensor) -> torch.Tensor:
+    """Row sums of squares by pairwise halving: elementwise ops only, so every row's value is
+    bit-identical whatever the batch shape, thread count or device kernel."""
+    a = a * a
+    width = 1 << max(0, (a.shape[1] - 1).bit_length())
+    if width != a.shape[1]:
+        a = torch.nn.functional.pad(a, (0, width - a.shape[1]))
+    while width > 1:
+        width //= 2
+        a = a[:, :width] + a[:, width:]
+    return a[:, 0]
+
+
+def _pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """float32 squared distances ``|xq[rows] - xd[cols]|^2`` from differences: the reference values."""
+    out = torch.empty(rows.shape[0], dtype=torch.float32, device=xq.device)
+    chunk = max(1, 2 ** 19 // xq.shape[1])  # a few MiB per step keeps the gathers in cache
+    for start in range(0, rows.shape[0], chunk):
+        stop = start + chunk
+        diff = xq.index_select(0, rows[start:stop]).sub_(xd.index_select(0, cols[start:stop]))
+        out[start:stop] = _sq_sum_rows(diff)
+    return out
+
+
+def _sorted_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First k entries of each row ordered by (value, index)."""
+    order = torch.argsort(indices, dim=1, stable=True)
+    values, indices = values.gather(1, order), indices.gather(1, order)
+    order = torch.argsort(values, dim=1, stable=True)[:, :k]
+    return values.gather(1, order), indices.gather(1, order)
+
+
+def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: str = "auto",
+              memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, margin: int = DEFAULT_MARGIN,
+              device=None) -> KnnResult:
+    """Exact k nearest neighbours (squared Euclidean), self excluded.
+
+    Parameters
+    ----------
+    database : array-like, shape (n, d)
+    k : int
+        Neighbours per query, ``1 <= k < n``.
+    queries : array-like, shape (m, d), optional
+        Defaults to ``database`` (each latent's neighbours among the others).
+    query_indices : array-like of int, shape (m,), optional
+        Database row of each query, excluded from its own neighbours. Implied when ``queries`` is None.
+    precision : {'auto', 'fp32', 'bf16'}
+        GEMM precision of the screen. The result does not depend on it. 'auto': bf16 where it is faster.
+    memory_budget_mb : float
+        Bound on the GEMM block; a block never holds more than this, whatever n is.
+    margin : int
+        Candidates kept per row beyond k.
+    device : str or torch.device, optional
+        None: CUDA when available, else CPU.
+
+    Returns
+    -------
+    KnnResult
+    """
+    t0 = time.perf_counter()
+    device = resolve_device(device)
+    xd = as_latents(database, "database", device)
+    n, dim = xd.shape
+    if queries is None:
+        xq, qidx = xd, torch.arange(n, device=device)
+    else:
+        xq = as_latents(queries, "queries", device)
+        if xq.shape[1] != dim:
+            raise HubnessError(f"queries have dimension {xq.shape[1]} but the database has {dim}")
+        qidx = None
+        if query_indices is not None:
+            qidx = torch.as_tensor(np.asarray(query_indices), dtype=torch.int64, device=device)
+            if qidx.shape != (xq.shape[0],):
+                raise HubnessError(f"query_indices must have shape ({xq.shape[0]},), got {tuple(qidx.shape)}")
+    k = check_k(k, n + (1 if qidx is None else 0))
+    if not isinstance(margin, int) or margin < 0:
+        raise HubnessError(f"Expected margin >= 0, but margin = {margin!r}")
+    dtype = _screen_dtype(precision, device)
+    m = xq.shape[0]
+    n_avail = n - (1 if qidx is not None else 0)          # columns a query may pick from
+    K = min(k + margin, n_avail)
+
+    mean = xd.double().mean(0)
+    db = _Screen(xd, mean, dtype, is_query=False)
+    if xq is xd:
+        qs, q_aug = db, db.aug.clone()
+        q_aug[:, dim:dim + 2] = 1
+    else:
+        qs = _Screen(xq, mean, dtype, is_query=True)
+        q_aug = qs.aug
+    u_out = _UNIT_ROUNDOFF[dtype]
+    gamma = db.width * 2.0 ** -24 / (1 - db.width * 2.0 ** -24)     # float32 accumulation
+    gamma_ref = (dim + 1) * 2.0 ** -24 / (1 - (dim + 1) * 2.0 ** -24)  # reference distances
+    big_x, big_e = float(db.low_norm.max()), float(db.err_norm.max())
+    big_aug, big_half = float(db.aug_abs.max()), float(db.half_norm_err.max())
+    # |s - s~| <= A_i + u|s~|/(1-u): input rounding (Cauchy-Schwarz), accumulation, norm split.
+    bound_a = (qs.low_norm * big_e + qs.err_norm * big_x + qs.err_norm * big_e
+               + gamma * (qs.low_norm * big_x + big_aug)) * (1 + gamma) + big_half
+    u_rel = u_out / (1 - u_out)
+
+    elem = torch.finfo(dtype).bits // 8
+    cols_per_block = n if n * elem * 64 <= memory_budget_mb * 2 ** 20 else max(K + 1, int(memory_budget_mb * 2 ** 20 // (64 * elem)))
+    rows = rows_per_block(cols_per_block, 2 * elem, memory_budget_mb, max_rows=8192)
+
+    out_idx = torch.empty(m, k, dtype=torch.int64, device=device)
+    out_dist = torch.empty(m, k, dtype=torch.float32, device=device)
+    fallback_rows = 0
+    neg_inf = float("-inf")
+    for r0 in range(0, m, rows):
+        r1 = min(r0 + rows, m)
+        q = q_aug[r0:r1]
+        best_s = best_i = None
+        for c0 in range(0, n, cols_per_block):
+            c1 = min(c0 + cols_per_block, n)
+            s = torch.mm(q, db.aug[c0:c1].T)
+            if qidx is not None:
+                own = qidx[r0:r1]
+                hit = ((own >= c0) & (own < c1)).nonzero().squeeze(1)
+                s[hit, own[hit] - c0] = neg_inf
+            kk = min(K, c1 - c0)
+            v, i = torch.topk(s, kk, dim=1, largest=True, sorted=False)
+            i += c0
+            if best_s is None:
+                best_s, best_i = v, i
+            else:
+                v, i = torch.cat([best_s, v], 1), torch.cat([best_i, i], 1)
+                best_s, sel = torch.topk(v, K, dim=1, largest=True, sorted=False)
+                best_i = i.gather(1, sel)
+        s = best_s.double()
+        valid = torch.isfinite(s)
+        a = bound_a[r0:r1, None]
+        qn = qs.sq_norm[r0:r1, None]
+        b = a + u_rel * s.abs()
+        d_screen = qn - 2 * s
+        eps = (2 * b + gamma_ref * (d_screen + 2 * b)) * (1 + 1e-9) + 1e-12 * (qn + 1)
+        inf = torch.tensor(float("inf"), dtype=torch.float64, device=device)
+        lo = torch.where(valid, d_screen - eps, inf)
+        hi = torch.where(valid, d_screen + eps, inf)
+        h_k = torch.kthvalue(hi, k, dim=1).values
+        unsure = (lo <= h_k[:, None]) & valid
+        if K < n_avail:
+            s_min = torch.where(valid, s, inf).min(1).values
+            b_min = bound_a[r0:r1] + u_rel * s_min.abs()
+            d_min = qs.sq_norm[r0:r1] - 2 * s_min
+            lb_out = d_min - (2 * b_min + gamma_ref * (d_min + 2 * b_min)) * (1 + 1e-9) - 1e-12 * (qs.sq_norm[r0:r1] + 1)
+        else:
+            lb_out = torch.full((r1 - r0,), float("inf"), dtype=torch.float64, device=device)
+        ref = torch.full(s.shape, float("inf"), dtype=torch.float32, device=device)
+        rr, cc = unsure.nonzero(as_tuple=True)
+        ref[rr, cc] = _pair_sqdist(xq, xd, rr + r0, best_i[rr, cc])
+        vals, idxs = _sorted_topk(ref, best_i, k)
+        ok = lb_out > vals[:, -1].double()
+        out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
+        for r in (~ok).nonzero().squeeze(1).tolist():
+            fallback_rows += 1
+            full = _pair_sqdist(xq, xd, torch.full((n,), r0 + r, device=device), torch.arange(n, device=device))
+            if qidx is not None:
+                full[qidx[r0 + r]] = float("inf")
+            vals_r, idx_r = torch.sort(full, stable=True)
+            out_dist[r0 + r], out_idx[r0 + r] = vals_r[:k], idx_r[:k]
+    if fallback_rows:
+        log.info("exact k-NN: %d of %d rows failed the %s screen certificate and were recomputed in full",
+                 fallback_rows, m, dtype)
+    info = dict(precision=str(dtype).replace("torch.", ""), fallback_rows=fallback_rows,
+                seconds=time.perf_counter() - t0, device=str(device))
+    return KnnResult(out_idx, out_dist, "exact", None, info)
+
+
+def measure_recall(latents, indices, *, sample: int = 256, seed: int = 0, device=None,
+                   memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> float:
+    """Recall@k of a self-k-NN graph, against exact search on ``sample`` random queries.
+
+    Parameters
+    ----------
+    latents : array-like, shape (n, d)
+    indices : array-like of int, shape (n, k)
+        The graph to check (self excluded).
+
+    Returns
+    -------
+    float
+        Mean over the sampled queries of |found & true| / k.
+    """
+    x = as_latents(latents, "latents", resolve_device(device))
+    indices = torch.as_tensor(np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices))
+    n, k = indices.shape
+    rng = np.random.default_rng(seed)
+    qi = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    truth = exact_knn(x, k, queries=x[torch.as_tensor(qi, device=x.device)], query_indices=qi,
+                      memory_budget_mb=memory_budget_mb, device=x.device).indices.cpu().numpy()
+    found = indices[qi].numpy()
+    hits = sum(len(np.intersect1d(a, b)) for a, b in zip(found, truth))
+    return hits / (len(qi) * k)
+
+
+def approximate_knn(latents, k: int, *, recall_threshold: float = 0.95, on_low_recall: str = "fallback",
+                    recall_sample: int = 256, seed: int = 0, params: Optional[dict] = None,
+                    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, device=None) -> KnnResult:
+    """Approximate self-k-NN with pynndescent, its recall measured against exact search.
+
+    Parameters
+    ----------
+    latents : array-like, shape (n, d)
+    k : int
+    recall_threshold : float
+        Minimum acceptable measured recall@k.
+    on_low_recall : {'fallback', 'warn'}
+        Below the threshold: 'fallback' reruns the search exactly (and logs a warning); 'warn' returns
+        the approximate graph with a warning.
+    recall_sample : int
+        Queries checked against exact search.
+    params : dict, optional
+        pynndescent.NNDescent keyword arguments overriding :data:`APPROX_PARAMS`.
+
+    Returns
+    -------
+    KnnResult
+        ``recall`` holds the measured recall@k of the approximate graph.
+    """
+    try:
+        from pynndescent import NNDescent
+    except ImportError as exc:  # pragma: no cover - pynndescent is a dependency
+        raise HubnessError("backend='approx' needs pynndescent: pip install pynndescent") from exc
+    if on_low_recall not in ("fallback", "warn"):
+        raise HubnessError(f"on_low_recall must be 'fallback' or 'warn', got {on_low_recall!r}")
+    if not (0 <= recall_threshold <= 1):
+        raise HubnessError(f"Expected 0 <= recall_threshold <= 1, but recall_threshold = {recall_threshold}")
+    t0 = time.perf_counter()
+    x = as_latents(latents, "latents", torch.device("cpu"))
+    n = x.shape[0]
+    k = check_k(k, n)
+    kw = dict(APPROX_PARAMS)
+    kw.update(params or {})
+    kw["n_neighbors"] = min(max(kw["n_neighbors"], k + 1), n)
+    index = NNDescent(x.numpy(), metric="euclidean", random_state=seed, verbose=False, **kw)
+    graph, dist = index.neighbor_graph
+    graph = torch.as_tensor(graph.astype(np.int64))
+    dist = torch.as_tensor(dist.astype(np.float32)) ** 2
+    not_self = graph != torch.arange(n)[:, None]
+    not_self &= graph >= 0
+    # Keep the first k non-self entries of each row, nearest first.
+    order = torch.argsort((~not_self).to(torch.int8), dim=1, stable=True)[:, :k]
+    idx, dist = graph.gather(1, order), dist.gather(1, order)
+    if bool((idx < 0).any()) or int(not_self.sum(1).min()) < k:
+        recall = 0.0
+    else:
+        recall = measure_recall(x, idx, sample=recall_sample, seed=seed, memory_budget_mb=memory_budget_mb, device=device)
+    info = dict(seconds=time.perf_counter() - t0, params=kw)
+    if recall < recall_threshold:
+        msg = (f"approximate k-NN recall@{k} = {recall:.3f} is below recall_threshold = {recall_threshold} "
+               f"(n = {n}, d = {x.shape[1]})")
+        if on_low_recall == "fallback":
+            log.warning("%s; falling back to exact search", msg)
+            result = exact_knn(x, k, memory_budget_mb=memory_budget_mb, device=device)
+            result.recall = recall
+            result.info.update(fallback_from_approx=True, approx_seconds=info["seconds"])
+            return result
+        log.warning("%s; results are approximate (pass on_low_recall='fallback' for exact)", msg)
+    return KnnResult(idx, dist, "approx", recall, info)
+
+
+def knn(latents, k: int, *, backend: str = "exact", device=None, **kwargs) -> KnnResult:
+    """Self-k-NN of a pool with the chosen backend: 'exact', 'approx' or 'auto'.
+
+    'auto' picks exact unless the pool is on the CPU and has at least :data:`AUTO_APPROX_MIN_N` latents,
+    where NN-descent overtakes the blocked GEMM on a 2-core CPU (benchmarks/knn.py).
+    Extra keyword arguments go to :func:`exact_knn` or :func:`approximate_knn`.
+    """
+    if backend == "auto":
+        dev = resolve_device(device)
+        n = len(latents)
+        backend = "approx" if (dev.type == "cpu" and n >= AUTO_APPROX_MIN_N) else "exact"
+    if backend == "exact":
+        return exact_knn(latents, k, device=device, **kwargs)
+    if backend == "approx":
+        return approximate_knn(latents, k, device=device, **kwargs)
+    raise HubnessError(f"backend must be one of 'exact', 'approx', 'auto', got {backend!r}")
