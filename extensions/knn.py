@@ -34,9 +34,9 @@ DEFAULT_MEMORY_BUDGET_MB = 512
 #: Pools at least this large use the approximate backend under ``backend="auto"`` (on CPU).
 AUTO_APPROX_MIN_N = 400_000
 #: Extra screened candidates per row beyond k; only speed depends on it, never the result.
-DEFAULT_MARGIN = 16
+DEFAULT_MARGIN = 12
 #: NN-descent parameters that reach recall@5 >= 0.95 on 512-d Gaussian latents (see benchmarks/knn.py).
-APPROX_PARAMS = dict(n_neighbors=40, n_iters=20, max_candidates=60, diversify_prob=0.0, pruning_degree_multiplier=2.0)
+APPROX_PARAMS = dict(n_neighbors=100, n_iters=20, max_candidates=100)
 
 _UNIT_ROUNDOFF = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8}
 _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -138,34 +138,40 @@ def _screen_dtype(precision: str, device: torch.device) -> torch.dtype:
 class _Screen:
     """Latents prepared for a reduced-precision GEMM screen, with what the error bound needs.
 
-    The screen score is ``s = <q, x_j> - |x_j|^2 / 2`` on mean-centred data, computed as one GEMM of
-    augmented vectors ``[q, 1, 1] . [x_j, hi_j, lo_j]`` where ``hi_j + lo_j`` carries ``-|x_j|^2 / 2``
-    at twice the screen precision. The squared distance is ``|q|^2 - 2 s``.
+    The screen score of a pair is ``S_ij = (C - |x_i - x_j|^2) / 2 = <x_i, x_j> + c_i + c_j`` with
+    ``c = C / 4 - |x|^2 / 2`` on mean-centred data, computed by one GEMM of augmented vectors
+    ``[x_i, c_i(hi), c_i(lo), 1, 1] . [x_j, 1, 1, c_j(hi), c_j(lo)]``: the hi/lo pair carries ``c`` at
+    twice the screen precision, and the offset C (a typical k-th neighbour distance) keeps ``|S|``, and
+    so the rounding of the GEMM output, small near the k-th neighbour where the ranking is decided.
+    The score is symmetric, so one tile serves both of its row blocks.
     """
 
-    def __init__(self, data: torch.Tensor, mean: torch.Tensor, dtype: torch.dtype, is_query: bool):
-        centred = data.double() - mean
-        low = centred.to(dtype)
-        self.sq_norm = (centred ** 2).sum(1)                               # |x|^2, float64
-        self.low_norm = low.double().norm(dim=1)                           # |x~|
-        self.err_norm = (centred - low.double()).norm(dim=1)               # |x - x~|
-        dim = data.shape[1]
-        width = -(-(dim + 2) // 16) * 16                                   # aligned GEMM width
-        aug = torch.zeros(data.shape[0], width, dtype=dtype, device=data.device)
-        aug[:, :dim] = low
-        if is_query:
-            aug[:, dim:dim + 2] = 1
-            self.half_norm_err = None
-        else:
-            half = -0.5 * self.sq_norm
-            hi = half.to(dtype)
-            lo = (half - hi.double()).to(dtype)
-            aug[:, dim] = hi
-            aug[:, dim + 1] = lo
-            self.half_norm_err = (half - hi.double() - lo.double()).abs()
-            self.aug_abs = hi.double().abs() + lo.double().abs()
-        self.aug = aug
-        self.width = width
+    def __init__(self, data: torch.Tensor, mean: torch.Tensor, dtype: torch.dtype, offset: float):
+        n, dim = data.shape
+        dev = data.device
+        self.width = -(-(dim + 4) // 16) * 16                              # aligned GEMM width
+        self.left = torch.zeros(n, self.width, dtype=dtype, device=dev)
+        self.sq_norm = torch.empty(n, dtype=torch.float64, device=dev)      # |x|^2
+        self.low_norm = torch.empty(n, dtype=torch.float64, device=dev)     # |x~|
+        self.err_norm = torch.empty(n, dtype=torch.float64, device=dev)     # |x - x~|
+        step = max(1, 2 ** 17 // dim)  # float64 work in cache-sized chunks
+        for r0 in range(0, n, step):
+            centred = data[r0:r0 + step].double() - mean
+            low = centred.to(dtype)
+            self.left[r0:r0 + step, :dim] = low
+            low = low.double()
+            self.sq_norm[r0:r0 + step] = (centred * centred).sum(1)
+            self.low_norm[r0:r0 + step] = (low * low).sum(1).sqrt_()
+            centred -= low
+            self.err_norm[r0:r0 + step] = (centred * centred).sum(1).sqrt_()
+        c = offset / 4 - 0.5 * self.sq_norm
+        hi = c.to(dtype)
+        lo = (c - hi.double()).to(dtype)
+        self.split_err = (c - hi.double() - lo.double()).abs()
+        self.aug_abs = hi.double().abs() + lo.double().abs()
+        self.right = self.left.clone()
+        self.left[:, dim], self.left[:, dim + 1], self.left[:, dim + 2:dim + 4] = hi, lo, 1
+        self.right[:, dim:dim + 2], self.right[:, dim + 2], self.right[:, dim + 3] = 1, hi, lo
 
 
 def _sq_sum_rows(a: torch.Tensor) -> torch.Tensor:
@@ -200,6 +206,83 @@ def _sorted_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[t
     return values.gather(1, order), indices.gather(1, order)
 
 
+def _typical_kth_distance(xq, xd, qidx, k, sample: int = 64) -> float:
+    """Median k-th neighbour distance of a few queries: the offset that centres the screen score.
+
+    Any value keeps the result exact; a typical one keeps the screen's rounding small."""
+    step = max(1, xq.shape[0] // sample)
+    rows = torch.arange(0, xq.shape[0], step, device=xq.device)[:sample]
+    q = xq[rows]
+    block = torch.addmm((xd * xd).sum(1)[None], q, xd.T, alpha=-2.0).add_((q * q).sum(1)[:, None])
+    if qidx is not None:
+        block[torch.arange(len(rows), device=xq.device), qidx[rows]] = float("inf")
+    return float(torch.kthvalue(block, k, dim=1).values.double().median())
+
+
+def _merge(best_s, best_i, s, i, K):
+    s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
+    best_s, sel = torch.topk(s, K, dim=1, largest=True, sorted=False)
+    return best_s, i.gather(1, sel)
+
+
+def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
+    """Top-K screen scores of every latent among the others, over the upper triangle only.
+
+    Row block I is scored against columns from its own start onwards, in chunks; each chunk serves
+    the block's rows and, transposed, the rows of the later columns, so about half of the GEMM is
+    skipped. Yields (r0, r1, scores (r1 - r0, K), indices (r1 - r0, K)) as each row block completes.
+    """
+    n = scr.left.shape[0]
+    elem = scr.left.element_size()
+    budget = int(memory_budget_mb * 2 ** 20)
+    # Blocks of a quarter of the pool (at most 4096 rows) skip ~40% of the GEMM while keeping the
+    # transposed top-k rows wide enough to run fast; a chunk and its transpose fit the budget.
+    tile = max(1, min(4096, max(512, -(-n // 4)), math.isqrt(budget // (4 * elem))))
+    width = max(tile, budget // (2 * elem * tile))
+    best_s = torch.full((n, K), float("-inf"), dtype=scr.left.dtype, device=scr.left.device)
+    best_i = torch.zeros((n, K), dtype=torch.int64, device=scr.left.device)
+    for r0 in range(0, n, tile):
+        r1 = min(r0 + tile, n)
+        s = torch.mm(scr.left[r0:r1], scr.right[r0:r1].T)
+        s.diagonal().fill_(float("-inf"))
+        v, i = torch.topk(s, min(K, r1 - r0), dim=1, largest=True, sorted=False)
+        best_s[r0:r1], best_i[r0:r1] = _merge(best_s[r0:r1], best_i[r0:r1], v, i + r0, K)
+        for c0 in range(r1, n, width):
+            c1 = min(c0 + width, n)
+            s = torch.mm(scr.left[r0:r1], scr.right[c0:c1].T)
+            v, i = torch.topk(s, min(K, c1 - c0), dim=1, largest=True, sorted=False)
+            best_s[r0:r1], best_i[r0:r1] = _merge(best_s[r0:r1], best_i[r0:r1], v, i + c0, K)
+            v, i = torch.topk(s, min(K, r1 - r0), dim=0, largest=True, sorted=False)
+            best_s[c0:c1], best_i[c0:c1] = _merge(best_s[c0:c1], best_i[c0:c1], v.T, i.T + r0, K)
+        yield r0, r1, best_s[r0:r1], best_i[r0:r1]
+
+
+def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: float):
+    """Top-K screen scores of each query over the database, by blocks of rows and columns."""
+    n = db.left.shape[0]
+    elem = db.left.element_size()
+    min_rows = 64
+    cols = n if n * elem * 2 * min_rows <= memory_budget_mb * 2 ** 20 else \
+        max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * min_rows * elem)))
+    rows = rows_per_block(cols, 2 * elem, memory_budget_mb, max_rows=8192)
+    for r0 in range(0, qs.left.shape[0], rows):
+        r1 = min(r0 + rows, qs.left.shape[0])
+        best_s = best_i = None
+        for c0 in range(0, n, cols):
+            c1 = min(c0 + cols, n)
+            s = torch.mm(qs.left[r0:r1], db.right[c0:c1].T)
+            if qidx is not None:
+                own = qidx[r0:r1]
+                hit = ((own >= c0) & (own < c1)).nonzero().squeeze(1)
+                s[hit, own[hit] - c0] = float("-inf")
+            v, i = torch.topk(s, min(K, c1 - c0), dim=1, largest=True, sorted=False)
+            if best_s is None:
+                best_s, best_i = v, i + c0
+            else:
+                best_s, best_i = _merge(best_s, best_i, v, i + c0, K)
+        yield r0, r1, best_s, best_i
+
+
 def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: str = "auto",
               memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, margin: int = DEFAULT_MARGIN,
               device=None) -> KnnResult:
@@ -217,21 +300,24 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     precision : {'auto', 'fp32', 'bf16'}
         GEMM precision of the screen. The result does not depend on it. 'auto': bf16 where it is faster.
     memory_budget_mb : float
-        Bound on the GEMM block; a block never holds more than this, whatever n is.
+        Bound on one GEMM block; no block grows with n beyond it.
     margin : int
-        Candidates kept per row beyond k.
+        Candidates kept per row beyond k (speed only: more margin, fewer rows recomputed in full).
     device : str or torch.device, optional
         None: CUDA when available, else CPU.
 
     Returns
     -------
     KnnResult
+        Distances are float32 squared distances computed from differences; ``info['fallback_rows']``
+        counts the rows the screen could not certify.
     """
     t0 = time.perf_counter()
     device = resolve_device(device)
     xd = as_latents(database, "database", device)
     n, dim = xd.shape
-    if queries is None:
+    self_search = queries is None
+    if self_search:
         xq, qidx = xd, torch.arange(n, device=device)
     else:
         xq = as_latents(queries, "queries", device)
@@ -243,95 +329,78 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
             if qidx.shape != (xq.shape[0],):
                 raise HubnessError(f"query_indices must have shape ({xq.shape[0]},), got {tuple(qidx.shape)}")
     k = check_k(k, n + (1 if qidx is None else 0))
-    if not isinstance(margin, int) or margin < 0:
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
         raise HubnessError(f"Expected margin >= 0, but margin = {margin!r}")
+    if not (memory_budget_mb > 0):
+        raise HubnessError(f"Expected memory_budget_mb > 0, but memory_budget_mb = {memory_budget_mb}")
     dtype = _screen_dtype(precision, device)
-    m = xq.shape[0]
-    n_avail = n - (1 if qidx is not None else 0)          # columns a query may pick from
+    n_avail = n - (1 if qidx is not None else 0)
     K = min(k + margin, n_avail)
 
     mean = xd.double().mean(0)
-    db = _Screen(xd, mean, dtype, is_query=False)
-    if xq is xd:
-        qs, q_aug = db, db.aug.clone()
-        q_aug[:, dim:dim + 2] = 1
-    else:
-        qs = _Screen(xq, mean, dtype, is_query=True)
-        q_aug = qs.aug
-    u_out = _UNIT_ROUNDOFF[dtype]
-    gamma = db.width * 2.0 ** -24 / (1 - db.width * 2.0 ** -24)     # float32 accumulation
-    gamma_ref = (dim + 1) * 2.0 ** -24 / (1 - (dim + 1) * 2.0 ** -24)  # reference distances
+    offset = _typical_kth_distance(xq, xd, qidx, k)
+    db = _Screen(xd, mean, dtype, offset)
+    qs = db if self_search else _Screen(xq, mean, dtype, offset)
+    # |S - S~| <= A_i + u|S~| / (1 - u): input rounding (Cauchy-Schwarz), float32 accumulation, c split.
+    u_rel = _UNIT_ROUNDOFF[dtype] / (1 - _UNIT_ROUNDOFF[dtype])
+    gamma = db.width * 2.0 ** -24 / (1 - db.width * 2.0 ** -24)
+    gamma_ref = (dim + 2) * 2.0 ** -24 / (1 - (dim + 2) * 2.0 ** -24)    # reference distances vs exact
     big_x, big_e = float(db.low_norm.max()), float(db.err_norm.max())
-    big_aug, big_half = float(db.aug_abs.max()), float(db.half_norm_err.max())
-    # |s - s~| <= A_i + u|s~|/(1-u): input rounding (Cauchy-Schwarz), accumulation, norm split.
-    bound_a = (qs.low_norm * big_e + qs.err_norm * big_x + qs.err_norm * big_e
-               + gamma * (qs.low_norm * big_x + big_aug)) * (1 + gamma) + big_half
-    u_rel = u_out / (1 - u_out)
+    bound_a = ((qs.low_norm * big_e + qs.err_norm * big_x + qs.err_norm * big_e
+                + gamma * (qs.low_norm * big_x + qs.aug_abs + float(db.aug_abs.max()))) * (1 + gamma)
+               + qs.split_err + float(db.split_err.max()))
 
-    elem = torch.finfo(dtype).bits // 8
-    cols_per_block = n if n * elem * 64 <= memory_budget_mb * 2 ** 20 else max(K + 1, int(memory_budget_mb * 2 ** 20 // (64 * elem)))
-    rows = rows_per_block(cols_per_block, 2 * elem, memory_budget_mb, max_rows=8192)
+    def lower_upper(score, r0, r1):
+        b = bound_a[r0:r1, None] + u_rel * score.abs()
+        approx = offset - 2 * score
+        eps = (2 * b + gamma_ref * (approx + 2 * b).abs()) * (1 + 1e-9) + 1e-12 * (abs(offset) + approx.abs() + 1)
+        return approx - eps, approx + eps
 
+    blocks = (_symmetric_candidates(db, K, memory_budget_mb) if self_search
+              else _rect_candidates(qs, db, qidx, K, memory_budget_mb))
+    m = xq.shape[0]
     out_idx = torch.empty(m, k, dtype=torch.int64, device=device)
     out_dist = torch.empty(m, k, dtype=torch.float32, device=device)
-    fallback_rows = 0
-    neg_inf = float("-inf")
-    for r0 in range(0, m, rows):
-        r1 = min(r0 + rows, m)
-        q = q_aug[r0:r1]
-        best_s = best_i = None
-        for c0 in range(0, n, cols_per_block):
-            c1 = min(c0 + cols_per_block, n)
-            s = torch.mm(q, db.aug[c0:c1].T)
-            if qidx is not None:
-                own = qidx[r0:r1]
-                hit = ((own >= c0) & (own < c1)).nonzero().squeeze(1)
-                s[hit, own[hit] - c0] = neg_inf
-            kk = min(K, c1 - c0)
-            v, i = torch.topk(s, kk, dim=1, largest=True, sorted=False)
-            i += c0
-            if best_s is None:
-                best_s, best_i = v, i
-            else:
-                v, i = torch.cat([best_s, v], 1), torch.cat([best_i, i], 1)
-                best_s, sel = torch.topk(v, K, dim=1, largest=True, sorted=False)
-                best_i = i.gather(1, sel)
-        s = best_s.double()
-        valid = torch.isfinite(s)
-        a = bound_a[r0:r1, None]
-        qn = qs.sq_norm[r0:r1, None]
-        b = a + u_rel * s.abs()
-        d_screen = qn - 2 * s
-        eps = (2 * b + gamma_ref * (d_screen + 2 * b)) * (1 + 1e-9) + 1e-12 * (qn + 1)
-        inf = torch.tensor(float("inf"), dtype=torch.float64, device=device)
-        lo = torch.where(valid, d_screen - eps, inf)
-        hi = torch.where(valid, d_screen + eps, inf)
-        h_k = torch.kthvalue(hi, k, dim=1).values
-        unsure = (lo <= h_k[:, None]) & valid
-        if K < n_avail:
-            s_min = torch.where(valid, s, inf).min(1).values
-            b_min = bound_a[r0:r1] + u_rel * s_min.abs()
-            d_min = qs.sq_norm[r0:r1] - 2 * s_min
-            lb_out = d_min - (2 * b_min + gamma_ref * (d_min + 2 * b_min)) * (1 + 1e-9) - 1e-12 * (qs.sq_norm[r0:r1] + 1)
+    failed = []
+    inf = float("inf")
+    for r0, r1, cand_s, cand_i in blocks:
+        score = cand_s.double()
+        valid = torch.isfinite(score)
+        lo, hi = lower_upper(score, r0, r1)
+        lo, hi = lo.masked_fill(~valid, inf), hi.masked_fill(~valid, inf)
+        # Candidates that may still be among the k nearest: lower bound <= the k-th smallest upper bound.
+        unsure = (lo <= torch.kthvalue(hi, k, dim=1).values[:, None]) & valid
+        if K < n_avail:  # every other latent has a score <= the smallest kept one
+            lb_out = lower_upper(score.masked_fill(~valid, inf).min(1, keepdim=True).values, r0, r1)[0][:, 0]
         else:
-            lb_out = torch.full((r1 - r0,), float("inf"), dtype=torch.float64, device=device)
-        ref = torch.full(s.shape, float("inf"), dtype=torch.float32, device=device)
+            lb_out = torch.full((r1 - r0,), inf, dtype=torch.float64, device=device)
+        ref = torch.full(score.shape, inf, dtype=torch.float32, device=device)
         rr, cc = unsure.nonzero(as_tuple=True)
-        ref[rr, cc] = _pair_sqdist(xq, xd, rr + r0, best_i[rr, cc])
-        vals, idxs = _sorted_topk(ref, best_i, k)
-        ok = lb_out > vals[:, -1].double()
+        ref[rr, cc] = _pair_sqdist(xq, xd, rr + r0, cand_i[rr, cc])
+        vals, idxs = _sorted_topk(ref, cand_i, k)
         out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
-        for r in (~ok).nonzero().squeeze(1).tolist():
-            fallback_rows += 1
-            full = _pair_sqdist(xq, xd, torch.full((n,), r0 + r, device=device), torch.arange(n, device=device))
+        failed.append((lb_out <= vals[:, -1].double()).nonzero().squeeze(1) + r0)
+    failed = torch.cat(failed)
+    if len(failed) and (dtype != torch.float32 or margin < 4 * DEFAULT_MARGIN):
+        # Rows the screen could not certify: a float32 screen with a wider margin, then full rows.
+        sub = exact_knn(xd, k, queries=xq[failed], query_indices=None if qidx is None else qidx[failed],
+                        precision="fp32", margin=max(4 * margin, 4 * DEFAULT_MARGIN),
+                        memory_budget_mb=memory_budget_mb, device=device)
+        out_idx[failed], out_dist[failed] = sub.indices, sub.distances
+        full_rows = sub.info["full_rows"]
+    else:
+        full_rows = len(failed)
+        for r in failed.tolist():
+            full = _pair_sqdist(xq, xd, torch.full((n,), r, device=device), torch.arange(n, device=device))
             if qidx is not None:
-                full[qidx[r0 + r]] = float("inf")
+                full[qidx[r]] = inf
             vals_r, idx_r = torch.sort(full, stable=True)
-            out_dist[r0 + r], out_idx[r0 + r] = vals_r[:k], idx_r[:k]
+            out_dist[r], out_idx[r] = vals_r[:k], idx_r[:k]
+    fallback_rows = len(failed)
     if fallback_rows:
-        log.info("exact k-NN: %d of %d rows failed the %s screen certificate and were recomputed in full",
+        log.info("exact k-NN: %d of %d rows failed the %s screen certificate and were screened again",
                  fallback_rows, m, dtype)
-    info = dict(precision=str(dtype).replace("torch.", ""), fallback_rows=fallback_rows,
+    info = dict(precision=str(dtype).replace("torch.", ""), fallback_rows=fallback_rows, full_rows=full_rows,
                 seconds=time.perf_counter() - t0, device=str(device))
     return KnnResult(out_idx, out_dist, "exact", None, info)
 

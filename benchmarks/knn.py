@@ -1,0 +1,102 @@
+"""k-NN benchmark: the engine's exact path next to scikit-learn brute force and faiss IndexFlatL2.
+
+Every peer runs in the same process on the same data with the same thread count, and the table gives
+the engine's time as a ratio to each. Also times the approximate path (pynndescent) with its measured
+recall@k, and the engine's exact path at that size.
+
+    python benchmarks/knn.py                       # n = 10k, 40k; approximate at 100k
+    python benchmarks/knn.py --sizes 10000 --approx-n 0 --out table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from extensions.knn import approximate_knn, exact_knn  # noqa: E402
+
+
+def best_of(fn, repeats):
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
+def overlap(a, b):
+    """Mean fraction of shared neighbours between two (n, k) index arrays."""
+    return float(np.mean([len(np.intersect1d(x, y)) for x, y in zip(a, b)]) / a.shape[1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 40000])
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--approx-n", type=int, default=100000, help="pool size for the approximate path (0: skip)")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs below n = 20000, else 1")
+    ap.add_argument("--out", help="also write the table (markdown) here")
+    args = ap.parse_args(argv)
+
+    threads = torch.get_num_threads()
+    try:
+        import faiss
+        faiss.omp_set_num_threads(threads)
+    except ImportError:
+        faiss = None
+    from sklearn.neighbors import NearestNeighbors
+
+    k = args.k
+    lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+             f"{threads} threads; d = {args.dim}, k = {k}, N(0, I) latents", "",
+             "| n | engine exact | sklearn brute | ratio | faiss IndexFlatL2 | ratio | same neighbours as faiss |",
+             "|---|---|---|---|---|---|---|"]
+    exact_knn(torch.randn(2000, args.dim), k)  # warm-up: kernels, bf16 probe
+    for n in args.sizes:
+        x = torch.randn(n, args.dim, generator=torch.Generator().manual_seed(n))
+        xn = x.numpy()
+        reps = args.repeats if n < 20000 else 1
+        t_eng, res = best_of(lambda: exact_knn(x, k), reps)
+        t_sk, _ = best_of(lambda: NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(xn).kneighbors(xn), reps)
+        if faiss is not None:
+            def run_faiss():
+                index = faiss.IndexFlatL2(args.dim)
+                index.add(xn)
+                return index.search(xn, k + 1)[1]
+            t_fa, fa_idx = best_of(run_faiss, reps)
+            # drop each query itself (faiss returns it first unless a duplicate ties)
+            fa = np.array([[j for j in row if j != i][:k] for i, row in enumerate(fa_idx)])
+            fa_cols = f"{t_fa:.2f} s | {t_eng / t_fa:.2f} | {overlap(res.indices.numpy(), fa):.4f}"
+        else:
+            fa_cols = "not installed | - | -"
+        lines.append(f"| {n:,} | {t_eng:.2f} s ({res.info['precision']}, {res.info['fallback_rows']} rows "
+                     f"recomputed) | {t_sk:.2f} s | {t_eng / t_sk:.2f} | {fa_cols} |")
+        print(lines[-1], flush=True)
+    if args.approx_n:
+        n = args.approx_n
+        x = torch.randn(n, args.dim, generator=torch.Generator().manual_seed(n))
+        t_ex, ex = best_of(lambda: exact_knn(x, k), 1)
+        t_ap, ap_res = best_of(lambda: approximate_knn(x, k, on_low_recall="warn", recall_sample=500), 1)
+        true_recall = overlap(ap_res.indices.numpy(), ex.indices.numpy())
+        lines += ["", "| n | engine exact | approximate (pynndescent) | ratio | recall@k measured (500 queries) | "
+                  "recall@k over all queries |", "|---|---|---|---|---|---|",
+                  f"| {n:,} | {t_ex:.1f} s | {t_ap:.1f} s | {t_ap / t_ex:.2f} | {ap_res.recall:.3f} | {true_recall:.3f} |"]
+        print(lines[-1], flush=True)
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
