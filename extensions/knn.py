@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterator, Optional
@@ -219,6 +220,26 @@ def _typical_kth_distance(xq, xd, qidx, k, sample: int = 64) -> float:
     return float(torch.kthvalue(block, k, dim=1).values.double().median())
 
 
+@contextmanager
+def _strict_matmul(device: torch.device):
+    """float32 accumulation in every GEMM, as the screen's error bound assumes: no TF32 or bf16
+    shortcuts for float32 (whatever ``torch.set_float32_matmul_precision`` says), and no
+    reduced-precision split-K reductions for bfloat16 on CUDA."""
+    saved_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    cuda = device.type == "cuda"
+    if cuda:
+        m = torch.backends.cuda.matmul
+        saved = m.allow_tf32, m.allow_bf16_reduced_precision_reduction
+        m.allow_tf32, m.allow_bf16_reduced_precision_reduction = False, False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved_precision)
+        if cuda:
+            m.allow_tf32, m.allow_bf16_reduced_precision_reduction = saved
+
+
 def _merge(best_s, best_i, s, i, K):
     s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
     best_s, sel = torch.topk(s, K, dim=1, largest=True, sorted=False)
@@ -363,23 +384,24 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     out_dist = torch.empty(m, k, dtype=torch.float32, device=device)
     failed = []
     inf = float("inf")
-    for r0, r1, cand_s, cand_i in blocks:
-        score = cand_s.double()
-        valid = torch.isfinite(score)
-        lo, hi = lower_upper(score, r0, r1)
-        lo, hi = lo.masked_fill(~valid, inf), hi.masked_fill(~valid, inf)
-        # Candidates that may still be among the k nearest: lower bound <= the k-th smallest upper bound.
-        unsure = (lo <= torch.kthvalue(hi, k, dim=1).values[:, None]) & valid
-        if K < n_avail:  # every other latent has a score <= the smallest kept one
-            lb_out = lower_upper(score.masked_fill(~valid, inf).min(1, keepdim=True).values, r0, r1)[0][:, 0]
-        else:
-            lb_out = torch.full((r1 - r0,), inf, dtype=torch.float64, device=device)
-        ref = torch.full(score.shape, inf, dtype=torch.float32, device=device)
-        rr, cc = unsure.nonzero(as_tuple=True)
-        ref[rr, cc] = _pair_sqdist(xq, xd, rr + r0, cand_i[rr, cc])
-        vals, idxs = _sorted_topk(ref, cand_i, k)
-        out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
-        failed.append((lb_out <= vals[:, -1].double()).nonzero().squeeze(1) + r0)
+    with _strict_matmul(device):
+        for r0, r1, cand_s, cand_i in blocks:
+            score = cand_s.double()
+            valid = torch.isfinite(score)
+            lo, hi = lower_upper(score, r0, r1)
+            lo, hi = lo.masked_fill(~valid, inf), hi.masked_fill(~valid, inf)
+            # Candidates that may still be among the k nearest: lower bound <= the k-th smallest upper bound.
+            unsure = (lo <= torch.kthvalue(hi, k, dim=1).values[:, None]) & valid
+            if K < n_avail:  # every other latent has a score <= the smallest kept one
+                lb_out = lower_upper(score.masked_fill(~valid, inf).min(1, keepdim=True).values, r0, r1)[0][:, 0]
+            else:
+                lb_out = torch.full((r1 - r0,), inf, dtype=torch.float64, device=device)
+            ref = torch.full(score.shape, inf, dtype=torch.float32, device=device)
+            rr, cc = unsure.nonzero(as_tuple=True)
+            ref[rr, cc] = _pair_sqdist(xq, xd, rr + r0, cand_i[rr, cc])
+            vals, idxs = _sorted_topk(ref, cand_i, k)
+            out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
+            failed.append((lb_out <= vals[:, -1].double()).nonzero().squeeze(1) + r0)
     failed = torch.cat(failed)
     if len(failed) and (dtype != torch.float32 or margin < 4 * DEFAULT_MARGIN):
         # Rows the screen could not certify: a float32 screen with a wider margin, then full rows.
