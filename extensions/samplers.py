@@ -132,47 +132,53 @@ class Sampler:
         """Indices into ``pool`` to output (at most ``remaining``), the pool's hub values or None, stats."""
         raise NotImplementedError
 
-    def sample(self, pools, num: int, *, progress: Optional[Callable[[Pool], None]] = None) -> Selection:
+    def sample(self, pools, num: Optional[int], *, progress: Optional[Callable[[Pool], None]] = None) -> Selection:
         """Draw pools ``pools.draw(0), pools.draw(1), ...`` until ``num`` latents are chosen.
 
         Parameters
         ----------
         pools : object with ``draw(index) -> Pool`` (e.g. :class:`extensions.pools.SeedPools`)
-        num : int
+        num : int or None
+            None: every latent the first pool yields (at least one), and no further pool.
         progress : callable, optional
             Called with each pool once it is processed.
 
         Raises
         ------
         ThresholdUnreachableError
-            When ``max_pools`` pools did not yield ``num`` latents.
+            When ``max_pools`` pools did not yield ``num`` latents (``num=None``: the first pool yielded none).
         """
-        num = check_count(num, "num")
+        whole_pool = num is None
+        num = None if whole_pool else check_count(num, "num")
         picks, records = [], []
         collected = 0
         largest_m = None
-        for index in range(self.max_pools):
+        for index in range(1 if whole_pool else self.max_pools):
             pool = pools.draw(index)
-            idx, m, stats = self.choose(pool, num - collected)
-            idx = np.asarray(idx, dtype=np.int64)[: num - collected]
+            remaining = len(pool.seeds) if whole_pool else num - collected
+            idx, m, stats = self.choose(pool, remaining)
+            idx = np.asarray(idx, dtype=np.int64)[:remaining]
             chosen = np.zeros(len(pool.seeds), dtype=bool)
             chosen[idx] = True
             records.append(PoolRecord(pool.index, pool.seeds, chosen, m, None if m is None else spectrum_ranks(m), stats))
             if m is not None:
                 largest_m = int(m.max()) if largest_m is None else max(largest_m, int(m.max()))
-            picks.append((pool, idx, m))
+            # Keep only the chosen rows, not the pool: a metric may walk hundreds of pools.
+            rows = torch.as_tensor(idx, device=pool.latents.device)
+            chosen_part = Pool(pool.index, pool.seeds[idx], pool.z[rows.to(pool.z.device)], pool.latents[rows])
+            picks.append((chosen_part, np.arange(len(idx)), None if m is None else m[idx]))
             collected += len(idx)
             if progress is not None:
                 progress(pool)
-            if collected >= num:
+            if not whole_pool and collected >= num:
                 break
             if collected == 0 and index + 1 >= 3 and self.computes_hub_values:
                 break  # three pools without a single match: the criterion is out of reach
-        if collected < num:
+        if collected < (1 if whole_pool else num):
             raise ThresholdUnreachableError(
-                f"{self.name} sampler collected {collected} of {num} latents after {len(records)} pool(s) of "
-                f"{len(records[0].seeds)} ({self.criterion()}; largest m seen: {largest_m}); "
-                f"{self.advice()}")
+                f"{self.name} sampler collected {collected} of {'any' if whole_pool else num} latents after "
+                f"{len(records)} pool(s) of {len(records[0].seeds)} ({self.criterion()}; largest m seen: "
+                f"{largest_m}); {self.advice()}")
         latents = torch.cat([p.latents[torch.as_tensor(i, device=p.latents.device)] for p, i, _ in picks])
         z = torch.cat([p.z[torch.as_tensor(i, device=p.z.device)] for p, i, _ in picks])
         seeds = np.concatenate([p.seeds[i] for p, i, _ in picks])

@@ -1,0 +1,129 @@
+"""Writing generator outputs: images as ``gen_images.py`` writes them, grids, CSV and .npz files.
+
+Every file is written to a temporary name in the destination folder and renamed into place, so a file
+either exists complete or not at all, even when a run is interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+
+from ._checks import HubnessError
+
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def seed_filename(seed: int) -> str:
+    """``seed%04d.png``, the name ``gen_images.py`` gives the image of ``seed``."""
+    return f"seed{int(seed):04d}.png"
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """Generator output (n, C, H, W), nominally in [-1, 1], to uint8 images (n, H, W, C).
+
+    The same arithmetic as ``gen_images.py``: ``x * 127.5 + 128``, clamped to [0, 255], truncated.
+    """
+    if not isinstance(img, torch.Tensor) or img.ndim != 4:
+        raise HubnessError(f"images must be a tensor of shape (n, C, H, W), got "
+                           f"{tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__}")
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+def to_pil(array: np.ndarray) -> PIL.Image.Image:
+    """A (H, W, C) uint8 array as a PIL image (C = 1, 3 or 4)."""
+    if array.ndim != 3 or array.shape[2] not in _MODES or array.dtype != np.uint8:
+        raise HubnessError(f"an image must be uint8 of shape (H, W, 1|3|4), got {array.dtype} {array.shape}")
+    channels = array.shape[2]
+    return PIL.Image.fromarray(array[:, :, 0] if channels == 1 else array, _MODES[channels])
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode: str = "wb"):
+    """Open a temporary file next to ``path``; on success rename it to ``path``, on error delete it."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        with os.fdopen(fd, mode, **({} if "b" in mode else dict(newline="", encoding="utf-8"))) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_png(array: np.ndarray, path) -> None:
+    """Write a (H, W, C) uint8 image as PNG, atomically."""
+    image = to_pil(array)
+    with atomic_file(path) as f:
+        image.save(f, format="PNG")
+
+
+def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None) -> np.ndarray:
+    """Tile equally sized (H, W, C) images row by row: shape (rows * H, cols * W, C).
+
+    ``cols`` defaults to ceil(sqrt(n)); unfilled cells stay black.
+    """
+    if len(images) == 0:
+        raise HubnessError("a grid needs at least one image")
+    shape = images[0].shape
+    if any(im.shape != shape for im in images):
+        raise HubnessError(f"grid images must share one shape; got {sorted({im.shape for im in images})}")
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    h, w, c = shape
+    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = im
+    return grid
+
+
+def load_png(path) -> np.ndarray:
+    """A PNG as a (H, W, C) uint8 array."""
+    with PIL.Image.open(path) as im:
+        array = np.asarray(im)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def write_csv(path, header: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """Write a CSV file atomically (None cells are left empty)."""
+    with atomic_file(path, "w") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(["" if v is None else v for v in row])
+
+
+def write_npz(path, **arrays) -> None:
+    """Write arrays to an uncompressed .npz atomically; object arrays (pickles) are refused."""
+    clean = {}
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype == object:
+            raise HubnessError(f"array {name!r} has dtype object; .npz outputs hold no pickles")
+        clean[name] = value
+    buf = io.BytesIO()
+    np.savez(buf, **clean)
+    with atomic_file(path) as f:
+        f.write(buf.getvalue())

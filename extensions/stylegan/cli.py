@@ -1,0 +1,141 @@
+"""Command-line options shared by ``gen_images_hub.py`` and the patched ``gen_images.py``.
+
+:func:`add_hubness_options` adds ``--sampler`` and the hubness options to a click command;
+:func:`with_hubness_sampling` also routes a command to the extension when any of them is given and
+otherwise runs the command unchanged (the official ``gen_images.py`` behaviour); :func:`run` calls
+:func:`extensions.stylegan.generate.generate_images` and turns bad input into a one-line click error.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import List, Optional, Tuple
+
+import click
+
+from .._checks import HubnessError, ThresholdUnreachableError
+from .checkout import imported_checkout
+from .generate import KNN_BACKENDS, SAMPLER_NAMES, generate_images
+
+#: Parameter names of the options :func:`add_hubness_options` adds.
+HUB_PARAMS = ("sampler", "num", "k", "t", "t_lq", "pool_size", "space", "knn_backend", "include_self", "device",
+              "batch_size", "max_pools", "grid")
+
+
+def parse_seeds(text: str) -> List[int]:
+    """``'0,1,4-6'`` -> ``[0, 1, 4, 5, 6]``: comma-separated seeds and inclusive ranges."""
+    seeds = []
+    for part in str(text).split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if match is None:
+            raise ValueError(f"{part!r} is neither a seed nor a range like 4-6")
+        lo = int(match.group(1))
+        hi = int(match.group(2)) if match.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"range {part!r} is empty; write it low-high")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+class SeedList(click.ParamType):
+    """Comma-separated seeds and ranges, e.g. ``0,1,4-6``."""
+
+    name = "seeds"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return parse_seeds(value)
+        except ValueError as exc:
+            self.fail(f"{exc} (e.g. '0,1,4-6')", param, ctx)
+
+
+class Vec2(click.ParamType):
+    """Two comma-separated numbers, e.g. ``0.3,1``."""
+
+    name = "vec2"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            return float(parts[0]), float(parts[1])
+        except ValueError:
+            self.fail(f"{value!r} is not two comma-separated numbers (e.g. '0.3,1')", param, ctx)
+
+
+_OPTIONS = [
+    click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default="random", show_default=True,
+                 help="How latents are chosen: random = the seeds in order (gen_images.py); truncation = the "
+                      "same with --trunc; hubness = hub value m >= --t, largest first; hubness-lq = m <= --t-lq"),
+    click.option("--num", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Images to render [default: all that --seeds yield]; more than the seeds yield draws "
+                      "further seeds after the largest one"),
+    click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="k-NN list size for hub values"),
+    click.option("--t", type=click.FloatRange(min=0), default=50, show_default=True,
+                 help="Hub-value threshold of --sampler hubness (--t 0 with --num N: the N largest m)"),
+    click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=1, show_default=True,
+                 help="Hub-value threshold of --sampler hubness-lq"),
+    click.option("--pool-size", type=click.IntRange(min=2), default=None, metavar="N",
+                 help="Latents per further pool [default: the number of --seeds]"),
+    click.option("--space", type=click.Choice(["w", "z"]), default=None,
+                 help="Where hub values are computed [default: w for StyleGAN networks, z otherwise]"),
+    click.option("--knn-backend", type=click.Choice(KNN_BACKENDS), default="exact", show_default=True,
+                 help="k-NN search: exact, approx (pynndescent, recall measured) or auto"),
+    click.option("--include-self", is_flag=True, default=False,
+                 help="Count each latent as its own neighbour (the authors' reference code)"),
+    click.option("--device", type=str, default=None, help="torch device [default: cuda if available, else cpu]"),
+    click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+                 help="Latents per mapping batch"),
+    click.option("--max-pools", type=click.IntRange(min=1), default=50, show_default=True,
+                 help="Pools drawn at most before giving up"),
+    click.option("--grid", is_flag=True, default=False, help="Also write grid.png of the chosen images"),
+]
+
+
+def add_hubness_options(f):
+    """Add ``--sampler`` and the hubness options (parameters :data:`HUB_PARAMS`) to a click command function."""
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
+
+
+def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx: Optional[int] = None,
+        noise_mode: str = "const", translate: Tuple[float, float] = (0, 0), rotate: float = 0, outdir: str = "out",
+        stylegan3: Optional[str] = None, **hub):
+    """Run :func:`~extensions.stylegan.generate.generate_images` from parsed options, with progress bars.
+
+    Bad input and unreachable thresholds become :class:`click.ClickException` (one line, exit status 1).
+    """
+    try:
+        return generate_images(network_pkl, seeds, outdir, truncation_psi=truncation_psi, class_idx=class_idx,
+                               noise_mode=noise_mode, translate=translate, rotate=rotate, stylegan3=stylegan3,
+                               progress=True, echo=click.echo, **hub)
+    except (HubnessError, ThresholdUnreachableError) as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    except OSError as exc:  # the outdir cannot be written, the disk is full, ...
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def with_hubness_sampling(f):
+    """Decorator for ``gen_images.py``'s command function: add the hubness options; when any is given,
+    render through :func:`run`, else call ``f`` unchanged."""
+
+    @functools.wraps(f)
+    def wrapper(**kwargs):
+        hub = {name: kwargs.pop(name) for name in HUB_PARAMS}
+        ctx = click.get_current_context()
+        given = [name for name in HUB_PARAMS
+                 if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)]
+        if not given:
+            return f(**kwargs)
+        # The script's own checkout, already imported, comes before $STYLEGAN3_DIR.
+        return run(**kwargs, **hub, stylegan3=imported_checkout())
+
+    return add_hubness_options(wrapper)
