@@ -188,8 +188,22 @@ def _sq_sum_rows(a: torch.Tensor) -> torch.Tensor:
     return a[:, 0]
 
 
-def _pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """float32 squared distances ``|xq[rows] - xd[cols]|^2`` from differences: the reference values."""
+def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Reference squared distances of chosen pairs, from differences in float32.
+
+    Parameters
+    ----------
+    xq : torch.Tensor, shape (m, d), float32
+    xd : torch.Tensor, shape (n, d), float32
+    rows, cols : torch.Tensor, shape (p,), int64
+        Pair p is ``(xq[rows[p]], xd[cols[p]])``.
+
+    Returns
+    -------
+    torch.Tensor, shape (p,), float32
+        ``|xq[rows] - xd[cols]|^2``; each value is bit-identical however the pairs are batched, so every
+        exact path of the engine (and the metrics) agrees on ties.
+    """
     out = torch.empty(rows.shape[0], dtype=torch.float32, device=xq.device)
     chunk = max(1, 2 ** 19 // xq.shape[1])  # a few MiB per step keeps the gathers in cache
     for start in range(0, rows.shape[0], chunk):
@@ -207,6 +221,15 @@ def _sorted_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[t
     return values.gather(1, order), indices.gather(1, order)
 
 
+def _mean64(x: torch.Tensor) -> torch.Tensor:
+    """Column means in float64 without a float64 copy of the whole array."""
+    step = max(1, 2 ** 17 // x.shape[1])
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for r0 in range(0, x.shape[0], step):
+        total += x[r0:r0 + step].sum(0, dtype=torch.float64)
+    return total / x.shape[0]
+
+
 def _typical_kth_distance(xq, xd, qidx, k, sample: int = 64) -> float:
     """Median k-th neighbour distance of a few queries: the offset that centres the screen score.
 
@@ -221,23 +244,42 @@ def _typical_kth_distance(xq, xd, qidx, k, sample: int = 64) -> float:
 
 
 @contextmanager
-def _strict_matmul(device: torch.device):
+def strict_matmul(device: torch.device):
     """float32 accumulation in every GEMM, as the screen's error bound assumes: no TF32 or bf16
     shortcuts for float32 (whatever ``torch.set_float32_matmul_precision`` says), and no
-    reduced-precision split-K reductions for bfloat16 on CUDA."""
-    saved_precision = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    reduced-precision split-K reductions for bfloat16 on CUDA.
+
+    Where torch has per-backend ``fp32_precision`` switches, only those are saved, set and restored:
+    recent torch (seen with 2.11 on CUDA) refuses ``get_float32_matmul_precision()`` once the legacy
+    ``allow_tf32`` flag and the new switches have both been written, as stylegan3's scripts (legacy
+    flag) and this function together would otherwise do.
+    """
     cuda = device.type == "cuda"
+    m = torch.backends.cuda.matmul
+    switches = [b for b in (m, getattr(torch.backends.mkldnn, "matmul", None)) if hasattr(b, "fp32_precision")]
+    if switches:
+        saved_switches = [b.fp32_precision for b in switches]
+        for b in switches:
+            b.fp32_precision = "ieee"
+    else:
+        saved_precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        if cuda:
+            saved_tf32, m.allow_tf32 = m.allow_tf32, False
     if cuda:
-        m = torch.backends.cuda.matmul
-        saved = m.allow_tf32, m.allow_bf16_reduced_precision_reduction
-        m.allow_tf32, m.allow_bf16_reduced_precision_reduction = False, False
+        saved_bf16, m.allow_bf16_reduced_precision_reduction = m.allow_bf16_reduced_precision_reduction, False
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(saved_precision)
+        if switches:
+            for b, value in zip(switches, saved_switches):
+                b.fp32_precision = value
+        else:
+            torch.set_float32_matmul_precision(saved_precision)
+            if cuda:
+                m.allow_tf32 = saved_tf32
         if cuda:
-            m.allow_tf32, m.allow_bf16_reduced_precision_reduction = saved
+            m.allow_bf16_reduced_precision_reduction = saved_bf16
 
 
 def _merge(best_s, best_i, s, i, K):
@@ -358,7 +400,7 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     n_avail = n - (1 if qidx is not None else 0)
     K = min(k + margin, n_avail)
 
-    mean = xd.double().mean(0)
+    mean = _mean64(xd)
     offset = _typical_kth_distance(xq, xd, qidx, k)
     db = _Screen(xd, mean, dtype, offset)
     qs = db if self_search else _Screen(xq, mean, dtype, offset)
@@ -384,7 +426,7 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     out_dist = torch.empty(m, k, dtype=torch.float32, device=device)
     failed = []
     inf = float("inf")
-    with _strict_matmul(device):
+    with strict_matmul(device):
         for r0, r1, cand_s, cand_i in blocks:
             score = cand_s.double()
             valid = torch.isfinite(score)
@@ -398,7 +440,7 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
                 lb_out = torch.full((r1 - r0,), inf, dtype=torch.float64, device=device)
             ref = torch.full(score.shape, inf, dtype=torch.float32, device=device)
             rr, cc = unsure.nonzero(as_tuple=True)
-            ref[rr, cc] = _pair_sqdist(xq, xd, rr + r0, cand_i[rr, cc])
+            ref[rr, cc] = pair_sqdist(xq, xd, rr + r0, cand_i[rr, cc])
             vals, idxs = _sorted_topk(ref, cand_i, k)
             out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
             failed.append((lb_out <= vals[:, -1].double()).nonzero().squeeze(1) + r0)
@@ -413,7 +455,7 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     else:
         full_rows = len(failed)
         for r in failed.tolist():
-            full = _pair_sqdist(xq, xd, torch.full((n,), r, device=device), torch.arange(n, device=device))
+            full = pair_sqdist(xq, xd, torch.full((n,), r, device=device), torch.arange(n, device=device))
             if qidx is not None:
                 full[qidx[r]] = inf
             vals_r, idx_r = torch.sort(full, stable=True)

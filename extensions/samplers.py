@@ -165,8 +165,8 @@ class Sampler:
                 largest_m = int(m.max()) if largest_m is None else max(largest_m, int(m.max()))
             # Keep only the chosen rows, not the pool: a metric may walk hundreds of pools.
             rows = torch.as_tensor(idx, device=pool.latents.device)
-            chosen_part = Pool(pool.index, pool.seeds[idx], pool.z[rows.to(pool.z.device)], pool.latents[rows])
-            picks.append((chosen_part, np.arange(len(idx)), None if m is None else m[idx]))
+            picks.append((Pool(pool.index, pool.seeds[idx], pool.z[rows.to(pool.z.device)], pool.latents[rows]),
+                          None if m is None else m[idx]))
             collected += len(idx)
             if progress is not None:
                 progress(pool)
@@ -179,11 +179,11 @@ class Sampler:
                 f"{self.name} sampler collected {collected} of {'any' if whole_pool else num} latents after "
                 f"{len(records)} pool(s) of {len(records[0].seeds)} ({self.criterion()}; largest m seen: "
                 f"{largest_m}); {self.advice()}")
-        latents = torch.cat([p.latents[torch.as_tensor(i, device=p.latents.device)] for p, i, _ in picks])
-        z = torch.cat([p.z[torch.as_tensor(i, device=p.z.device)] for p, i, _ in picks])
-        seeds = np.concatenate([p.seeds[i] for p, i, _ in picks])
-        m = None if picks[0][2] is None else np.concatenate([mm[i] for _, i, mm in picks])
-        pool_index = np.concatenate([np.full(len(i), p.index) for p, i, _ in picks])
+        latents = torch.cat([p.latents for p, _ in picks])
+        z = torch.cat([p.z for p, _ in picks])
+        seeds = np.concatenate([p.seeds for p, _ in picks])
+        m = None if picks[0][1] is None else np.concatenate([mm for _, mm in picks])
+        pool_index = np.concatenate([np.full(len(p.seeds), p.index) for p, _ in picks])
         return Selection(truncate(latents, self.mean, self.psi), z, seeds, m, pool_index, records, self.describe())
 
     def criterion(self) -> str:

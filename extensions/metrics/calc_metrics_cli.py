@@ -1,0 +1,115 @@
+"""Command-line options of the patched ``calc_metrics.py``: samplers, hubness options, offline detectors.
+
+``patches/calc_metrics.patch`` adds :func:`calc_metrics_options` to the command, calls :func:`configure`
+before the metric names are validated (which also registers the hub entries) and :func:`install` in
+every worker process, and takes the worker's device from :func:`worker_device`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+import torch
+
+from .._checks import HubnessError
+from ..stylegan.generate import KNN_BACKENDS, SAMPLER_NAMES
+from .detectors import parse_detector_option
+from .errors import MetricError
+from .generator_features import SamplerSpec
+from .stylegan_hooks import OWN_LATENT_PREFIXES, install, make_config, official_spec
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS = SamplerSpec()
+
+_OPTIONS = [
+    click.option("--sampler", type=click.Choice(SAMPLER_NAMES), default=None,
+                 help="Latents of every FID/KID/PR/IS metric: random (seeded pools), truncation (with --trunc), "
+                      "hubness (m >= --t), hubness-lq (m <= --t-lq)  [default: the official random latents; "
+                      "hub metrics: hubness]"),
+    click.option("--trunc", "truncation_psi", type=float, default=1, show_default=True, metavar="PSI",
+                 help="Truncation psi applied to the chosen latents (alone: --sampler truncation)"),
+    click.option("--k", type=click.IntRange(min=1), default=_DEFAULTS.k, show_default=True,
+                 help="k-NN list size for hub values"),
+    click.option("--t", type=click.FloatRange(min=0), default=_DEFAULTS.t, show_default=True,
+                 help="Hub-value threshold of --sampler hubness"),
+    click.option("--top", type=click.IntRange(min=1), default=None, metavar="Q",
+                 help="Hubness: take the Q largest hub values of every pool instead of m >= --t"),
+    click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=_DEFAULTS.t_lq, show_default=True,
+                 help="Hub-value threshold of --sampler hubness-lq"),
+    click.option("--pool-size", type=click.IntRange(min=2), default=_DEFAULTS.pool_size, show_default=True,
+                 help="Latents per pool (hub values are computed within a pool)"),
+    click.option("--seed", type=click.IntRange(min=0), default=_DEFAULTS.seed, show_default=True,
+                 help="First seed of the pools (pool p holds the next --pool-size seeds)"),
+    click.option("--max-pools", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Pools drawn at most  [default: enough for a 0.5% yield (hubness), or exactly enough]"),
+    click.option("--space", type=click.Choice(["w", "z"]), default=None,
+                 help="Where hub values are computed  [default: w for StyleGAN networks, z otherwise]"),
+    click.option("--knn-backend", type=click.Choice(KNN_BACKENDS), default=_DEFAULTS.backend, show_default=True,
+                 help="k-NN search for hub values: exact, approx (pynndescent, recall measured) or auto"),
+    click.option("--include-self", is_flag=True, default=False,
+                 help="Count each latent as its own neighbour (the authors' reference code)"),
+    click.option("--noise-mode", type=click.Choice(["random", "const", "none"]), default=_DEFAULTS.noise_mode,
+                 show_default=True, help="Synthesis noise of sampled images (the official metrics: random)"),
+    click.option("--detector", "detectors", multiple=True, metavar="PATH|DIR|NAME=PATH",
+                 help="Local detector pickle(s) instead of downloads: inception-2015-12-05.pkl, vgg16.pkl, a "
+                      "folder holding them, or NAME=PATH (repeatable)"),
+]
+
+#: Parameter names of the options :func:`calc_metrics_options` adds.
+OPTION_NAMES = ("sampler", "truncation_psi", "k", "t", "top", "t_lq", "pool_size", "seed", "max_pools", "space",
+                "knn_backend", "include_self", "noise_mode", "detectors")
+
+
+def calc_metrics_options(f):
+    """Add the options of :data:`OPTION_NAMES` to a click command function."""
+    for option in reversed(_OPTIONS):
+        f = option(f)
+    return f
+
+
+def build_config(metrics, *, sampler=None, truncation_psi=1.0, k=_DEFAULTS.k, t=_DEFAULTS.t, top=None,
+                 t_lq=_DEFAULTS.t_lq, pool_size=_DEFAULTS.pool_size, seed=_DEFAULTS.seed, max_pools=None,
+                 space=None, knn_backend=_DEFAULTS.backend, include_self=False, noise_mode=_DEFAULTS.noise_mode,
+                 detectors=()) -> dict:
+    """The hook configuration for these options (see :func:`~extensions.metrics.stylegan_hooks.make_config`).
+
+    Raises
+    ------
+    MetricError
+        Bad options, or a sampler together with metrics that draw their own latents (PPL, equivariance).
+    """
+    params = dict(psi=float(truncation_psi), k=k, t=float(t), top=top, t_lq=float(t_lq), pool_size=pool_size,
+                  seed=seed, max_pools=max_pools, space=space, backend=knn_backend,
+                  include_self=bool(include_self), noise_mode=noise_mode)
+    config = make_config(sampler, parse_detector_option(detectors), **params)
+    if official_spec(config) is not None:
+        own = [m for m in metrics if m.startswith(OWN_LATENT_PREFIXES)]
+        if own:
+            raise MetricError(f"{', '.join(own)} draw their own latents, so --sampler/--trunc cannot apply to "
+                              f"them; compute them in a separate run without --sampler and --trunc")
+    return config
+
+
+def configure(ctx: click.Context, metrics, **options) -> dict:
+    """Validate the options (a click error on bad ones), install the hooks in this process so the hub
+    entries are registered before the metric names are checked, and return the configuration that
+    every worker process passes to :func:`install`."""
+    try:
+        config = build_config(metrics, **options)
+        install(config)
+    except HubnessError as exc:  # MetricError and the engine's own input errors
+        ctx.fail(" ".join(str(exc).split()))
+    return config
+
+
+def worker_device(rank: int) -> torch.device:
+    """The device of calc_metrics worker ``rank``: ``cuda:rank`` when CUDA is available, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", rank)
+    log.warning("CUDA is not available: computing metrics on the CPU")
+    return torch.device("cpu")
+
+
+__all__ = ["calc_metrics_options", "build_config", "configure", "install", "worker_device", "OPTION_NAMES"]
