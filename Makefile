@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo engine-demo test bench quality clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,11 +12,18 @@ $(STAMP): setup.cfg pyproject.toml
 	# CPU build of torch; a bare `torch` requirement would pull several GB of CUDA wheels.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test]'
-	# stylegan2-ada runtime (dnnlib, torch_utils, legacy, training) used by the integration tests.
+	# stylegan2-ada runtime (dnnlib, torch_utils, legacy, training): the embedded network and the integration tests.
 	$(BIN)/python -m pip install -q --no-deps draggan==1.1.6
 	touch $(STAMP)
 
+# Random, truncation and hubness grids from the embedded digits network, and the paper's figures.
 demo: $(STAMP)
+	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=random --num=64 --grid --outdir=out/random
+	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=truncation --trunc=0.7 --num=64 --grid --outdir=out/truncation
+	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=hubness --t=15 --num=64 --grid --outdir=out/hubness
+	$(BIN)/python hubness_report.py --t=15 --outdir=out/report
+
+engine-demo: $(STAMP)
 	$(BIN)/python -m extensions.demo
 
 test: $(STAMP)
@@ -25,6 +32,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/knn.py
+
+quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py --seeds 0-4
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -7,11 +7,14 @@ hubs (Liang et al., ICML 2022). Runs on CUDA when available, else on the CPU.
 
 import click
 
+from extensions.digits import NETWORK_NAME
 from extensions.stylegan.cli import SeedList, Vec2, add_hubness_options, run
 
 
 @click.command()
-@click.option("--network", "network_pkl", help="Network pickle filename or URL", required=True)
+@click.option("--network", "network_pkl", default=NETWORK_NAME, metavar="PKL",
+              help=f"Network pickle filename or URL [default: {NETWORK_NAME}, the embedded generator trained on "
+                   f"scikit-learn's 8x8 digits]")
 @click.option("--seeds", type=SeedList(), help="List of random seeds (e.g., '0,1,4-6'); pool 0 of the sampler",
               required=True)
 @click.option("--trunc", "truncation_psi", type=float, help="Truncation psi", default=1, show_default=True)
@@ -30,6 +33,10 @@ def generate_images(**options):
     """Generate images using a pretrained network pickle, sampling latents by hubness.
 
     Examples:
+
+    \b
+    # No --network: the embedded digits generator; 64 hubs (m >= 15) of seeds 0-9999, largest m first:
+    python gen_images_hub.py --seeds=0-9999 --sampler=hubness --t=15 --num=64 --grid --outdir=out/hubness
 
     \b
     # 32 hub latents of seeds 0-9999 (k = 5, m >= 50, largest m first; more seeds if needed), and a grid:

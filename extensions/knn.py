@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET_MB = 512
 #: Pools at least this large use the approximate backend under ``backend="auto"`` (on CPU).
-AUTO_APPROX_MIN_N = 400_000
+AUTO_APPROX_MIN_N = 300_000
 #: Extra screened candidates per row beyond k; only speed depends on it, never the result.
 DEFAULT_MARGIN = 12
 #: NN-descent parameters that reach recall@5 >= 0.95 on 512-d Gaussian latents (see benchmarks/knn.py).

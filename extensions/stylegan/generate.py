@@ -137,6 +137,9 @@ def unique_seeds(seeds: Sequence[int]) -> list:
 
 
 def _network_id(network: str) -> str:
+    from ..digits.network import NETWORK_NAME
+    if network == NETWORK_NAME:
+        return network  # the embedded generator is a name, not a path
     return network if is_url(network) else os.path.abspath(os.path.expanduser(network))
 
 
@@ -181,7 +184,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
     Parameters
     ----------
     network : str
-        Network pickle: path or URL.
+        Network pickle: path or URL; ``'digits'``: the embedded digits generator.
     seeds : sequence of int
         Pool 0, each latent ``RandomState(seed).randn(1, z_dim)`` as in ``gen_images.py``.
     outdir : str or Path

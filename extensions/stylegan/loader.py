@@ -208,6 +208,8 @@ def load_network(network: str, *, stylegan3=None, device=None, checkout: Optiona
     network : str
         Path, ``file://`` URL or URL of a network pickle (a dict with ``G_ema``, as written by stylegan3 and
         stylegan2-ada training), or of a pickled ``torch.nn.Module`` with ``z_dim`` and ``forward(z, c)``.
+        The name ``'digits'`` (:data:`extensions.digits.NETWORK_NAME`) loads the embedded digits generator
+        from its weights file, with no pickle and no download (see :func:`extensions.digits.load_generator`).
     stylegan3 : str or Path, optional
         Checkout to use (see :func:`extensions.stylegan.checkout.find_checkout`); ignored when ``checkout``
         is given.
@@ -233,6 +235,9 @@ def load_network(network: str, *, stylegan3=None, device=None, checkout: Optiona
     """
     network = str(network)
     device = resolve_device(device)
+    from ..digits.network import NETWORK_NAME, load_generator
+    if network == NETWORK_NAME:
+        return load_generator(device=device, stylegan3=stylegan3)
     if checkout is None:
         try:
             checkout = find_checkout(stylegan3)

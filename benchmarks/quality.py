@@ -1,0 +1,185 @@
+"""Quality of every sampler on the embedded digits generator, judged by the embedded digits classifier.
+
+For each sampler (random; truncation psi 0.9, 0.7, 0.5; hubness at several thresholds t and a top-N
+variant; hubness-lq) and each seed, ``--num`` images are generated from the latents the sampler chooses
+out of pools of ``--pool-size`` seeds, and compared with the 1,797 real digits in the classifier's
+feature space (penultimate layer, 128-d):
+
+* precision and recall (k = 3), density and coverage (k = 5), FID (Frechet distance of Gaussian fits);
+* confidence: the classifier's mean largest softmax probability on the generated images;
+* W1 classes: Wasserstein-1 distance between the sampler's histogram of predicted classes and random
+  sampling's (same seed), with the classes 0..9 as points on a line (the paper's Fig. 10).
+
+Samplers of one seed share their pools (pool 0 starts at seed * 1,000,000), so their differences are
+paired. The table gives mean +- standard deviation (ddof = 1) over the seeds.
+
+    python benchmarks/quality.py                                  # 3 seeds, 2000 images, pools of 10,000
+    python benchmarks/quality.py --seeds 0-4 --out /tmp/quality.md     # default out: benchmarks/results/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from extensions.digits import FeatureDetector, digit_images, load_classifier, load_generator  # noqa: E402
+from extensions.metrics import (SamplerSpec, density_coverage, frechet_distance_features,  # noqa: E402
+                                generator_features, precision_recall)
+
+COLUMNS = ("precision", "recall", "density", "coverage", "FID", "confidence", "W1 classes")
+SEED_STRIDE = 1_000_000
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "quality.md")
+
+
+def parse_list(text: str, kind=float) -> list:
+    """``'0,1,4-6'`` -> [0, 1, 4, 5, 6] (ranges for integers only); ``'10,20'`` -> [10.0, 20.0]."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if kind is int and "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        else:
+            out.append(kind(part))
+    return out
+
+
+def sampler_specs(ts, tops, psis, t_lq: float, k: int, pool_size: int) -> list:
+    """(label, SamplerSpec keyword arguments) of every sampler in the table, in order."""
+    specs = [("random", dict(name="random"))]
+    specs += [(f"truncation psi={psi:g}", dict(name="truncation", psi=psi)) for psi in psis]
+    specs += [(f"hubness t={t:g}", dict(name="hubness", t=t, k=k, pool_size=pool_size)) for t in ts]
+    specs += [(f"hubness top={top}/pool", dict(name="hubness", top=top, k=k, pool_size=pool_size)) for top in tops]
+    specs.append((f"hubness-lq t_lq={t_lq:g}", dict(name="hubness-lq", t_lq=t_lq, k=k, pool_size=pool_size)))
+    return specs
+
+
+def class_w1(labels_a: np.ndarray, labels_b: np.ndarray, classes: int = 10) -> float:
+    """Wasserstein-1 distance between the class histograms of two label arrays (classes on a line)."""
+    from scipy.stats import wasserstein_distance
+    ha = np.bincount(labels_a, minlength=classes).astype(np.float64)
+    hb = np.bincount(labels_b, minlength=classes).astype(np.float64)
+    points = np.arange(classes, dtype=np.float64)
+    return float(wasserstein_distance(points, points, ha, hb))
+
+
+def real_features(detector: FeatureDetector) -> torch.Tensor:
+    """Features of the real digits, converted to uint8 exactly as generated images are."""
+    images, _ = digit_images(16)
+    uint8 = (images * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    with torch.no_grad():
+        return detector(uint8)
+
+
+def evaluate(G, detector: FeatureDetector, real: torch.Tensor, spec: SamplerSpec, num: int) -> dict:
+    """Metrics of ``num`` images of ``spec``'s sampler; also the predicted labels (for W1) and hub values."""
+    start = time.perf_counter()
+    out = generator_features(G, detector, num, spec=spec, batch_size=256, batch_gen=256, device="cpu")
+    fake = out.features
+    with torch.no_grad():
+        probs = detector.probabilities(fake)
+    pr = precision_recall(real, fake, k=3, device="cpu")
+    dc = density_coverage(real, fake, k=5, device="cpu")
+    sel = out.selection
+    return dict(precision=pr.precision, recall=pr.recall, density=dc.density, coverage=dc.coverage,
+                FID=frechet_distance_features(real, fake), confidence=float(probs.max(dim=1).values.mean()),
+                labels=probs.argmax(dim=1).numpy(), pools=len(sel.records),
+                m_range=None if sel.m is None else [int(sel.m.min()), int(sel.m.max())],
+                seconds=time.perf_counter() - start)
+
+
+def format_table(labels, results, seeds, real_confidence: float) -> str:
+    """Markdown table of mean +- std over seeds."""
+    head = "| sampler | " + " | ".join(COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for label in labels:
+        cells = []
+        for col in COLUMNS:
+            values = np.array([results[label][s][col] for s in seeds], dtype=np.float64)
+            std = values.std(ddof=1) if len(values) > 1 else 0.0
+            digits = 2 if col == "FID" else 3
+            cells.append(f"{values.mean():.{digits}f} ± {std:.{digits}f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append(f"| real digits (reference) | – | – | – | – | – | {real_confidence:.3f} | – |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0-2", help="benchmark seeds, e.g. '0-2' or '0,1,2' (at least 3 advised)")
+    ap.add_argument("--num", type=int, default=2000, help="generated images per sampler and seed")
+    ap.add_argument("--pool-size", type=int, default=10000, help="latents per pool of the hub samplers")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--t", default="10,15,20", help="thresholds of the hubness sampler, comma-separated")
+    ap.add_argument("--top", default="1000", help="top-N-per-pool variants of the hubness sampler")
+    ap.add_argument("--psi", default="0.9,0.7,0.5", help="truncation factors")
+    ap.add_argument("--t-lq", type=float, default=1)
+    ap.add_argument("--generator", default=None, help="generator weights (.npz); default the embedded one")
+    ap.add_argument("--classifier", default=None, help="classifier weights (.npz); default the embedded one")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--out", default=DEFAULT_OUT,
+                    help="write the table (markdown) here, and the raw results as .json beside it ('' : do not write)")
+    args = ap.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = parse_list(args.seeds, int)
+    if len(seeds) < 1:
+        ap.error(f"--seeds {args.seeds!r} holds no seed")
+    G = load_generator(args.generator, device="cpu")
+    detector = FeatureDetector(load_classifier(args.classifier, device="cpu")).eval()
+    real = real_features(detector)
+    with torch.no_grad():
+        real_conf = float(detector.probabilities(real).max(dim=1).values.mean())
+    specs = sampler_specs(parse_list(args.t), parse_list(args.top, int), parse_list(args.psi), args.t_lq, args.k,
+                          args.pool_size)
+    print(f"{len(specs)} samplers x {len(seeds)} seeds, {args.num} images each; pools of {args.pool_size}, "
+          f"k = {args.k}; {len(real)} real digits; torch {torch.__version__}, {torch.get_num_threads()} threads",
+          flush=True)
+
+    results = {label: {} for label, _ in specs}
+    for seed in seeds:
+        for label, kwargs in specs:
+            spec = SamplerSpec(seed=seed * SEED_STRIDE, **kwargs)
+            results[label][seed] = evaluate(G, detector, real, spec, args.num)
+        random_labels = results["random"][seed]["labels"]
+        for label, _ in specs:
+            r = results[label][seed]
+            r["W1 classes"] = class_w1(r["labels"], random_labels)
+            print(f"seed {seed}  {label:24s} " + "  ".join(f"{c} {r[c]:.3f}" for c in COLUMNS) +
+                  f"  pools {r['pools']}  m {r['m_range']}  {r['seconds']:.1f} s", flush=True)
+
+    labels = [label for label, _ in specs]
+    table = format_table(labels, results, seeds, real_conf)
+    print()
+    print(table)
+    raw = dict(seeds=seeds, num=args.num, pool_size=args.pool_size, k=args.k, columns=list(COLUMNS),
+               real_confidence=real_conf, torch=torch.__version__, threads=torch.get_num_threads(),
+               machine=platform.processor() or platform.machine(),
+               results={label: {str(s): {key: (value.tolist() if isinstance(value, np.ndarray) else value)
+                                         for key, value in results[label][s].items() if key != "labels"}
+                                for s in seeds} for label in labels},
+               class_histograms={label: {str(s): np.bincount(results[label][s]["labels"], minlength=10).tolist()
+                                         for s in seeds} for label in labels})
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
+            json.dump(raw, f, indent=1)
+        print(f"\nwrote {args.out}")
+    return dict(table=table, **raw)
+
+
+if __name__ == "__main__":
+    main()

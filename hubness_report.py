@@ -1,0 +1,70 @@
+"""Write the paper's hubness figures (Figs. 2, 3, 9 and 15 of Liang et al., ICML 2022) for a network.
+
+Without --network it uses the embedded digits generator, so it runs on a fresh machine with no download.
+"""
+
+import logging
+
+import click
+
+from extensions._checks import HubnessError
+from extensions.digits import NETWORK_NAME, is_embedded, load_any_network
+from extensions.report import hubness_report
+
+
+@click.command()
+@click.option("--network", "network_pkl", default=None, metavar="PKL",
+              help=f"Network pickle filename or URL [default: the embedded '{NETWORK_NAME}' generator]")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True, metavar="DIR",
+              help="Where to write the figures")
+@click.option("--pool-size", type=click.IntRange(min=2), default=10000, show_default=True,
+              help="Latents in the pool whose hub values are shown")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First seed of the pool (latent i = RandomState(seed + i).randn(z_dim), as gen_images.py)")
+@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="k-NN list size")
+@click.option("--t", type=click.FloatRange(min=0), default=50, show_default=True,
+              help="High-quality threshold: m >= t (fewer than 16 such latents: the largest m are shown instead)")
+@click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=1, show_default=True,
+              help="Low-quality threshold: m <= t_lq")
+@click.option("--psi", type=float, default=0.7, show_default=True, help="Truncation psi of the Fig. 9 comparison")
+@click.option("--grid", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images per grid of the high- vs low-quality figure")
+@click.option("--include-self", is_flag=True, default=False,
+              help="Count each latent as its own neighbour (the authors' reference code)")
+@click.option("--space", type=click.Choice(["w", "z"]), default=None,
+              help="Where hub values are computed [default: w for StyleGAN networks, z otherwise]")
+@click.option("--device", type=str, default=None, help="torch device [default: cuda if available, else cpu]")
+@click.option("--stylegan3", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="stylegan3 or stylegan2-ada-pytorch checkout [default: $STYLEGAN3_DIR, else importable modules, "
+                   "else the draggan wheel's]")
+def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_self, space, device, stylegan3):
+    """Write hub_histogram.png, distance_to_mean.png, hubness_spectrum.png, quality_grids.png and report.json.
+
+    Examples:
+
+    \b
+    # The embedded digits generator, thresholds suited to its W space:
+    python hubness_report.py --outdir=out/report --t=12
+
+    \b
+    # A stylegan3 network, the paper's defaults (n = 10000, k = 5, t = 50, t_lq = 1):
+    python hubness_report.py --network=stylegan3-r-ffhq-1024x1024.pkl --outdir=out/ffhq
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        G = load_any_network(network_pkl, stylegan3=stylegan3, device=device)
+        title = NETWORK_NAME if is_embedded(network_pkl) else str(network_pkl).rstrip("/").rsplit("/", 1)[-1]
+        report = hubness_report(G, outdir, pool_size=pool_size, k=k, t=t, t_lq=t_lq, psi=psi, seed=seed, grid=grid,
+                                include_self=include_self, space=space, device=device, title=title)
+    except HubnessError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    stats = report.summary["stats"]
+    click.echo(f"{title}: pool of {pool_size} in {report.summary['space'].upper()} space, k = {k}: max m = "
+               f"{stats['max']}, skewness {stats['skewness']:.2f}, {report.summary['hubs']['label']}: "
+               f"{report.summary['hubs']['count']}, m <= {t_lq:g}: {report.summary['low_quality']['count']}")
+    for name, path in report.files.items():
+        click.echo(f"  {path}")
+
+
+if __name__ == "__main__":
+    main()  # pylint: disable=no-value-for-parameter
