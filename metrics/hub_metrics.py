@@ -58,30 +58,27 @@ def fid_entry(name, *, max_real, num_gen):
     return entry
 
 
-def pr_entry(name, *, max_real, num_gen, k):
-    """An improved precision/recall entry named ``name`` with k-NN radii of size ``k``."""
+def _manifold_entry(name, metric, fields, *, max_real, num_gen, k):
+    """An entry named ``name`` reporting ``fields`` of ``metric(real, gen, k=k)`` on VGG16 features."""
     def entry(opts):
         opts.dataset_kwargs.update(max_size=None, xflip=False)
         real, gen = _vgg_features(opts, max_real=max_real, num_gen=num_gen)
         if opts.rank != 0:
-            return {f"{name}_precision": float("nan"), f"{name}_recall": float("nan")}
-        pr = precision_recall(real, gen, k=k, device=opts.device)
-        return {f"{name}_precision": pr.precision, f"{name}_recall": pr.recall}
+            return {f"{name}_{f}": float("nan") for f in fields}
+        result = metric(real, gen, k=k, device=opts.device)
+        return {f"{name}_{f}": getattr(result, f) for f in fields}
     entry.__name__ = entry.__qualname__ = name
     return entry
+
+
+def pr_entry(name, *, max_real, num_gen, k):
+    """An improved precision/recall entry named ``name`` with k-NN radii of size ``k``."""
+    return _manifold_entry(name, precision_recall, ("precision", "recall"), max_real=max_real, num_gen=num_gen, k=k)
 
 
 def dc_entry(name, *, max_real, num_gen, k):
     """A density/coverage entry named ``name`` with real k-NN radii of size ``k``."""
-    def entry(opts):
-        opts.dataset_kwargs.update(max_size=None, xflip=False)
-        real, gen = _vgg_features(opts, max_real=max_real, num_gen=num_gen)
-        if opts.rank != 0:
-            return {f"{name}_density": float("nan"), f"{name}_coverage": float("nan")}
-        dc = density_coverage(real, gen, k=k, device=opts.device)
-        return {f"{name}_density": dc.density, f"{name}_coverage": dc.coverage}
-    entry.__name__ = entry.__qualname__ = name
-    return entry
+    return _manifold_entry(name, density_coverage, ("density", "coverage"), max_real=max_real, num_gen=num_gen, k=k)
 
 
 fid50k_full_hub = metric_main.register_metric(fid_entry("fid50k_full_hub", max_real=None, num_gen=50000))
