@@ -79,10 +79,12 @@ def save_png(array: np.ndarray, path) -> None:
         image.save(f, format="PNG")
 
 
-def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None) -> np.ndarray:
-    """Tile equally sized (H, W, C) images row by row: shape (rows * H, cols * W, C).
+def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, min_cell: int = 64) -> np.ndarray:
+    """Tile equally sized (H, W, C) images row by row: shape (rows * s * H, cols * s * W, C).
 
-    ``cols`` defaults to ceil(sqrt(n)); unfilled cells stay black.
+    ``cols`` defaults to ceil(sqrt(n)); unfilled cells stay black. Images smaller than ``min_cell``
+    pixels are enlarged by an integer factor s (nearest neighbour) so a grid of tiny images stays
+    readable; s = 1 otherwise.
     """
     if len(images) == 0:
         raise HubnessError("a grid needs at least one image")
@@ -91,7 +93,10 @@ def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None) -> np.n
         raise HubnessError(f"grid images must share one shape; got {sorted({im.shape for im in images})}")
     cols = cols or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / cols)
-    h, w, c = shape
+    scale = max(1, -(-min_cell // max(shape[0], shape[1])))
+    if scale > 1:
+        images = [im.repeat(scale, axis=0).repeat(scale, axis=1) for im in images]
+    h, w, c = images[0].shape
     grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
     for i, im in enumerate(images):
         r, q = divmod(i, cols)
