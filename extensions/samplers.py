@@ -175,10 +175,10 @@ class Sampler:
             if collected == 0 and index + 1 >= 3 and self.computes_hub_values:
                 break  # three pools without a single match: the criterion is out of reach
         if collected < (1 if whole_pool else num):
-            raise ThresholdUnreachableError(
-                f"{self.name} sampler collected {collected} of {'any' if whole_pool else num} latents after "
-                f"{len(records)} pool(s) of {len(records[0].seeds)} ({self.criterion()}; largest m seen: "
-                f"{largest_m}); {self.advice()}")
+            found = (f"found no latents among {len(records[0].seeds)}" if whole_pool else
+                     f"collected {collected} of {num} latents after {len(records)} pool(s) of {len(records[0].seeds)}")
+            raise ThresholdUnreachableError(f"{self.name} sampler {found} ({self.criterion()}; largest m seen: "
+                                            f"{largest_m}); {self.advice()}")
         latents = torch.cat([p.latents for p, _ in picks])
         z = torch.cat([p.z for p, _ in picks])
         seeds = np.concatenate([p.seeds for p, _ in picks])
@@ -286,7 +286,7 @@ class HubnessSampler(_HubSampler):
         return f"top {self.top} per pool" if self.top is not None else f"m >= {self.t:g}, k = {self.k}"
 
     def advice(self):
-        return "lower t, use a larger pool, raise max_pools, or take the top-N instead (top=...)"
+        return "lower t, use a larger pool, raise max_pools, or take the N largest hub values instead"
 
 
 @register_sampler

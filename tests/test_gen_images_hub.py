@@ -299,7 +299,7 @@ ERRORS = [
     (["--network", "{cond}", "--class", "3"], "class 3 is out of range"),
     (["--sampler", "truncation"], "--sampler truncation needs --trunc other than 1"),
     (["--sampler", "hubness", "--k", "10"], "--k 10 needs pools of more than 10 latents, but --seeds gives 8"),
-    (["--sampler", "hubness", "--t", "1000"], "hubness sampler collected 0 of any latents"),
+    (["--sampler", "hubness", "--t", "1000"], "hubness sampler found no latents among "),
     (["--sampler", "hubness", "--t", "1000", "--num", "3"], "lower t, use a larger pool"),
     (["--network", "{d}/generic.pkl", "--trunc", "0.7"], "truncation needs a mapping network"),
     (["--network", "{d}/generic.pkl", "--space", "w"], "space 'w' is not available"),
