@@ -79,12 +79,14 @@ def save_png(array: np.ndarray, path) -> None:
         image.save(f, format="PNG")
 
 
-def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, min_cell: int = 64) -> np.ndarray:
-    """Tile equally sized (H, W, C) images row by row: shape (rows * s * H, cols * s * W, C).
+def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, min_cell: int = 64,
+               gap: int = 0) -> np.ndarray:
+    """Tile equally sized (H, W, C) images row by row into one (rows * (s * H + gap) - gap, ...) image.
 
-    ``cols`` defaults to ceil(sqrt(n)); unfilled cells stay black. Images smaller than ``min_cell``
-    pixels are enlarged by an integer factor s (nearest neighbour) so a grid of tiny images stays
-    readable; s = 1 otherwise.
+    ``cols`` defaults to ceil(sqrt(n)). Images smaller than ``min_cell`` pixels are enlarged by an
+    integer factor s (nearest neighbour) so a grid of tiny images stays readable; s = 1 otherwise.
+    ``gap`` pixels of grey separate the cells; unfilled cells show the background (black without gaps,
+    grey with them).
     """
     if len(images) == 0:
         raise HubnessError("a grid needs at least one image")
@@ -97,10 +99,10 @@ def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, min_cel
     if scale > 1:
         images = [im.repeat(scale, axis=0).repeat(scale, axis=1) for im in images]
     h, w, c = images[0].shape
-    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, c), 96 if gap else 0, dtype=np.uint8)
     for i, im in enumerate(images):
         r, q = divmod(i, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = im
+        grid[r * (h + gap):r * (h + gap) + h, q * (w + gap):q * (w + gap) + w] = im
     return grid
 
 

@@ -28,7 +28,7 @@ import torch
 from ._checks import HubnessError, check_count, check_threshold, resolve_device
 from .hubness import compute_hubness, hubness_stats
 from .pools import SeedPools
-from .render import atomic_file, to_uint8
+from .render import atomic_file, image_grid, to_uint8
 from .selection import hubness_spectrum, select_low_quality, select_threshold
 
 log = logging.getLogger(__name__)
@@ -84,17 +84,6 @@ def _show(ax, image: np.ndarray) -> None:
         ax.imshow(image, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
-
-
-def _tile(images: np.ndarray, cols: int) -> np.ndarray:
-    """(n, H, W, C) -> one (rows*H + gaps, cols*W + gaps, C) mosaic with 1-pixel grey gaps."""
-    n, h, w, c = images.shape
-    rows = -(-n // cols)
-    grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1, c), 96, dtype=np.uint8)
-    for i in range(n):
-        r, q = divmod(i, cols)
-        grid[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = images[i]
-    return grid
 
 
 def _save(fig, path: Path) -> Path:
@@ -224,7 +213,8 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
     fig, axes = plt.subplots(spectrum_rows, 1, figsize=(spectrum_cols * 0.75, spectrum_rows * 0.95), squeeze=False)
     for r, (s, idx) in enumerate(zip(starts, rows)):
         ax = axes[r, 0]
-        _show(ax, _tile(images[r * spectrum_cols:(r + 1) * spectrum_cols], spectrum_cols))
+        row = list(images[r * spectrum_cols:(r + 1) * spectrum_cols])
+        _show(ax, image_grid(row, spectrum_cols, min_cell=1, gap=1))
         ax.set_ylabel(f"ranks {s + 1}-{s + len(idx)}\nm {int(m[idx[-1]])}-{int(m[idx[0]])}", rotation=0,
                       ha="right", va="center", fontsize=8)
     fig.subplots_adjust(top=1 - 0.45 / (spectrum_rows * 0.95), bottom=0.01, hspace=0.12)
@@ -240,7 +230,7 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
     for ax, idx, label in ((axes[0], hubs[:grid], hubs_label), (axes[1], chosen_low, low_label)):
         imgs = _render(adapter, pool.latents[torch.as_tensor(idx, device=pool.latents.device)], space, noise_mode)
-        _show(ax, _tile(imgs, cols))
+        _show(ax, image_grid(list(imgs), cols, min_cell=1, gap=1))
         ax.set_title(f"{label}\n{len(idx)} images, m {int(m[idx].min())}-{int(m[idx].max())}", fontsize=9)
     fig.subplots_adjust(top=0.84, wspace=0.08)
     fig.suptitle(f"{name}high- vs low-quality latents by hub value (k = {k}, pool of {pool_size})")
