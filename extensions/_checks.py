@@ -14,13 +14,45 @@ class ThresholdUnreachableError(RuntimeError):
     """A sampler could not collect the requested latents within its pool budget."""
 
 
+class NonFiniteError(HubnessError):
+    """A network produced NaN or inf (latents or images). ``seed`` is the first affected seed, if known."""
+
+    def __init__(self, message: str, seed=None):
+        super().__init__(message)
+        self.seed = seed
+
+
 def resolve_device(device=None) -> torch.device:
-    """``None`` means CUDA when available, else CPU."""
+    """``None`` means CUDA when available, else CPU; anything else must be a device that can compute here.
+
+    Raises
+    ------
+    HubnessError
+        For names torch does not know, devices that hold no data (``meta``), and CUDA/MPS devices this
+        machine does not have.
+    """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HubnessError(f"device={str(device)!r} was requested but CUDA is not available; use device='cpu'")
+    if isinstance(device, str) and not device.strip():
+        raise HubnessError("device is empty; use 'cpu', 'cuda' or 'cuda:N'")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise HubnessError(f"device {str(device)!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HubnessError(f"device={str(device)!r} was requested but CUDA is not available; use device='cpu'")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise HubnessError(f"device={str(device)!r} does not exist: this machine has {count} CUDA device(s), "
+                               f"cuda:0..cuda:{count - 1}")
+    elif device.type != "cpu":
+        # Accelerators other than CUDA (mps, xpu, ...) expose torch.<type>.is_available(); 'meta' holds no data.
+        backend = getattr(torch.backends, device.type, None) if device.type == "mps" else getattr(torch, device.type, None)
+        available = getattr(backend, "is_available", None)
+        if device.type == "meta" or not callable(available) or not available():
+            raise HubnessError(f"device={str(device)!r} cannot compute here; use 'cpu'"
+                               + (", 'cuda' or 'cuda:N'" if torch.cuda.is_available() else ""))
     return device
 
 

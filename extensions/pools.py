@@ -9,13 +9,14 @@ index, so every sampler that walks pools in order is deterministic.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ._checks import HubnessError, check_count, resolve_device
+from ._checks import HubnessError, NonFiniteError, check_count, resolve_device
 
 MAX_SEED = 2 ** 32 - 1  # numpy RandomState accepts seeds in [0, 2**32)
 
@@ -125,4 +126,58 @@ class SeedPools:
             if latents.ndim != 2 or latents.shape[0] != len(seeds):
                 raise HubnessError(f"transform must map (b, z_dim) to (b, d), got {tuple(latents.shape)} "
                                    f"for {len(seeds)} latents")
+            bad = ~torch.isfinite(latents).all(dim=1)
+            if bool(bad.any()):
+                rows = bad.nonzero()[:, 0]
+                seed = int(seeds[int(rows[0])])
+                raise NonFiniteError(f"the transform returned NaN or inf for {len(rows)} of {len(seeds)} latents of "
+                                     f"pool {index}, the first at seed {seed}", seed)
         return Pool(index, seeds, z, latents)
+
+
+def pool_bytes(n: int, z_dim: int, d: int, *, hub: bool) -> int:
+    """Peak memory of one pool of ``n`` latents: z in float64 and float32, the latents (and their mapped
+    batches), and with ``hub`` the k-NN screen's working copies (two rows of (d + 16) per latent, at most
+    float32) and per-row candidate lists."""
+    per = z_dim * 12 + d * 8 + ((2 * (d + 16) * 4 + 3 * 8 + 32 * 12) if hub else 0)
+    return int(n) * per
+
+
+def available_memory(device=None) -> Optional[int]:
+    """Bytes free for a new allocation on ``device`` (host memory for the CPU), or None when unknown."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2 ** 30:.1f} GiB"
+
+
+def check_pool_memory(n: int, z_dim: int, d: int, *, hub: bool, device=None, fraction: float = 0.5) -> None:
+    """Refuse a pool that would take more than ``fraction`` of the memory available, before allocating it.
+
+    Raises
+    ------
+    HubnessError
+        Naming the pool size, the estimate, what is available and the way around it.
+    """
+    need = pool_bytes(n, z_dim, d, hub=hub)
+    free = available_memory(device)
+    if free is not None and need > fraction * free:
+        fits = max(2, int(fraction * free // max(1, pool_bytes(1, z_dim, d, hub=hub))))
+        where = "the GPU" if resolve_device(device).type == "cuda" else "this machine"
+        raise HubnessError(f"a pool of {n:,} latents needs about {_gib(need)} but {where} has {_gib(free)} "
+                           f"available (pools of at most about {fits:,} fit); use fewer --seeds, e.g. "
+                           f"--seeds 0-9999 --num N, which draws further pools of --pool-size seeds as needed")

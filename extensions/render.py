@@ -52,7 +52,10 @@ def to_pil(array: np.ndarray) -> PIL.Image.Image:
 def atomic_file(path, mode: str = "wb"):
     """Open a temporary file next to ``path``; on success rename it to ``path``, on error delete it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, mode, **({} if "b" in mode else dict(newline="", encoding="utf-8"))) as f:
@@ -60,9 +63,11 @@ def atomic_file(path, mode: str = "wb"):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # name the file the user asked for
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -79,31 +84,62 @@ def save_png(array: np.ndarray, path) -> None:
         image.save(f, format="PNG")
 
 
-def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, min_cell: int = 64,
-               gap: int = 0) -> np.ndarray:
-    """Tile equally sized (H, W, C) images row by row into one (rows * (s * H + gap) - gap, ...) image.
+def image_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, min_cell: int = 64, gap: int = 0, *,
+               rows: Optional[int] = None, labels: Optional[Sequence[str]] = None) -> np.ndarray:
+    """Tile equally sized (H, W, C) images row by row into one uint8 image.
 
-    ``cols`` defaults to ceil(sqrt(n)). Images smaller than ``min_cell`` pixels are enlarged by an
-    integer factor s (nearest neighbour) so a grid of tiny images stays readable; s = 1 otherwise.
-    ``gap`` pixels of grey separate the cells; unfilled cells show the background (black without gaps,
-    grey with them).
+    Parameters
+    ----------
+    images : sequence of np.ndarray, each (H, W, C) uint8
+    cols, rows : int, optional
+        Layout (stylegan3's ``--grid WxH`` is ``cols x rows``). ``cols`` defaults to ceil(sqrt(n)) and
+        ``rows`` to what the images fill; with both given, only the first ``cols * rows`` images are shown.
+    min_cell : int
+        Images smaller than this many pixels are enlarged by an integer factor s (nearest neighbour) so
+        a grid of tiny images stays readable; s = 1 otherwise.
+    gap : int
+        Pixels of grey between cells; unfilled cells show the background (black without gaps, grey with).
+    labels : sequence of str, optional
+        One caption per image, written in a strip under its cell.
+
+    Returns
+    -------
+    np.ndarray, shape (rows * (s * H + strip + gap) - gap, cols * (s * W + gap) - gap, C)
     """
     if len(images) == 0:
         raise HubnessError("a grid needs at least one image")
     shape = images[0].shape
     if any(im.shape != shape for im in images):
         raise HubnessError(f"grid images must share one shape; got {sorted({im.shape for im in images})}")
+    if labels is not None and len(labels) != len(images):
+        raise HubnessError(f"a grid needs one label per image, got {len(labels)} for {len(images)}")
     cols = cols or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
+    rows = rows or math.ceil(len(images) / cols)
+    images = list(images)[:cols * rows]
     scale = max(1, -(-min_cell // max(shape[0], shape[1])))
     if scale > 1:
         images = [im.repeat(scale, axis=0).repeat(scale, axis=1) for im in images]
     h, w, c = images[0].shape
-    grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, c), 96 if gap else 0, dtype=np.uint8)
+    strip = 12 if labels is not None else 0  # the default bitmap font is 11 pixels high
+    ch = h + strip
+    background = 96 if gap else 0
+    grid = np.full((rows * (ch + gap) - gap, cols * (w + gap) - gap, c), background, dtype=np.uint8)
     for i, im in enumerate(images):
         r, q = divmod(i, cols)
-        grid[r * (h + gap):r * (h + gap) + h, q * (w + gap):q * (w + gap) + w] = im
+        y, x = r * (ch + gap), q * (w + gap)
+        grid[y:y + h, x:x + w] = im
+        if strip:
+            grid[y + h:y + ch, x:x + w] = _caption(str(labels[i]), w, strip, c)
     return grid
+
+
+def _caption(text: str, width: int, height: int, channels: int) -> np.ndarray:
+    """White text on black, (height, width, channels) uint8, cut to the width."""
+    import PIL.ImageDraw
+    canvas = PIL.Image.new("L", (width, height), 0)
+    PIL.ImageDraw.Draw(canvas).text((2, 0), text, fill=255)
+    out = np.asarray(canvas)[:, :, None]
+    return np.repeat(out, channels, axis=2) if channels != 1 else out
 
 
 def load_png(path) -> np.ndarray:

@@ -141,7 +141,8 @@ class Sampler:
         num : int or None
             None: every latent the first pool yields (at least one), and no further pool.
         progress : callable, optional
-            Called with each pool once it is processed.
+            ``progress(pool, record, collected)`` after each pool: the pool, its :class:`PoolRecord` and the
+            number of latents chosen so far.
 
         Raises
         ------
@@ -169,7 +170,7 @@ class Sampler:
                           None if m is None else m[idx]))
             collected += len(idx)
             if progress is not None:
-                progress(pool)
+                progress(pool, records[-1], collected)
             if not whole_pool and collected >= num:
                 break
             if collected == 0 and index + 1 >= 3 and self.computes_hub_values:

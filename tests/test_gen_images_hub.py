@@ -7,6 +7,7 @@ is run as well.
 """
 
 import csv
+import hashlib
 import importlib.util
 import json
 import pickle
@@ -137,7 +138,7 @@ def test_more_than_the_seeds_yield_draws_further_seeds(stylegan_runtime, tiny_ne
             "--num", have + 4, "--pool-size", 40, "--outdir"]
     res = cli(*args, out)
     assert res.exit_code == 0, res.output
-    assert "pool 1: drew further seeds 60-99" in res.output
+    assert "further pool(s) of 40 seeds (60-" in res.output and "the 60 given seeds yielded" in res.output
     rows = read_csv(out / "pool.csv")
     pools = sorted({int(r["pool"]) for r in rows})
     for p in pools[1:]:
@@ -164,7 +165,7 @@ def test_random_sampler_is_the_official_behaviour(stylegan_runtime, tiny_network
                               official_image(stylegan_runtime, tiny_network_pkl, seed, noise_mode="none"))
     assert [r["m"] for r in read_csv(out / "pool.csv")] == ["", "", ""]
     more = cli("--network", tiny_network_pkl, "--seeds", "7,3,12", "--num", 5, "--outdir", tmp_path / "more")
-    assert more.exit_code == 0 and "pool 1: drew further seeds 13-15" in more.output
+    assert more.exit_code == 0 and "drew 1 further pool(s) of 3 seeds (13-15)" in more.output
     assert np.load(tmp_path / "more" / "latents.npz")["seeds"].tolist() == [7, 3, 12, 13, 14]
 
 
@@ -210,31 +211,52 @@ def test_outputs_npz_grid_and_atomicity(stylegan_runtime, tiny_network_pkl, tmp_
     meta = json.loads(str(data["meta"]))
     assert meta["render"]["truncation_psi"] == 0.8 and meta["sampler"]["sampler"] == "hubness"
     grid = png(out / "grid.png")
-    cell = 64  # 16x16 images are enlarged 4x (nearest neighbour) so the grid stays readable
-    assert grid.shape == (2 * cell, 3 * cell, 3)  # 5 images: ceil(sqrt(5)) = 3 columns, 2 rows
-    tiles = [grid[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] for r in range(2) for c in range(3)]
-    assert not tiles[5].any()  # the unused cell stays black
+    cell, gap, strip = 64, 2, 12  # 16x16 images enlarged 4x; grey gaps; a caption strip under each cell
+    assert grid.shape == (2 * (cell + strip + gap) - gap, 3 * (cell + gap) - gap, 3)  # 5 images: 3 columns, 2 rows
+    tiles = [grid[r * (cell + strip + gap):r * (cell + strip + gap) + cell, c * (cell + gap):c * (cell + gap) + cell]
+             for r in range(2) for c in range(3)]
+    assert (tiles[5] == 96).all()  # the unused cell shows the background
+    assert (grid[cell + strip:cell + strip + gap] == 96).all()  # a gap between the rows
     for i, seed in enumerate(seeds):
-        assert np.array_equal(tiles[i][::4, ::4], png(out / f"seed{seed:04d}.png"))
         assert np.array_equal(tiles[i], png(out / f"seed{seed:04d}.png").repeat(4, 0).repeat(4, 1))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    caption = grid[cell:cell + strip, :cell]
+    assert caption.max() > 200 and caption.min() == 0  # the seed is written under its cell
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary or staging files left
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == {f"seed{s:04d}.png" for s in seeds} | {"pool.csv", "latents.npz", "grid.png"}
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"]
 
 
-def test_rerun_skips_existing_images_and_refuses_other_settings(tiny_network_pkl, tmp_path):
+def test_grid_takes_stylegan3s_wxh(stylegan_runtime, tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-5", "--grid", "2x2", "--outdir", out)
+    assert res.exit_code == 0, res.output
+    cell, gap, strip = 64, 2, 12
+    assert png(out / "grid.png").shape == (2 * (cell + strip + gap) - gap, 2 * (cell + gap) - gap, 3)  # 4 of 6 shown
+    for bad in ("0x3", "3", "axb", "2x2x2"):
+        res = cli("--network", tiny_network_pkl, "--seeds", "0-5", "--grid", bad, "--outdir", tmp_path / bad)
+        assert res.exit_code == 2 and "--grid" in res.stderr and not (tmp_path / bad).exists()
+
+
+def test_rerun_keeps_vouched_images_and_refuses_other_settings(tiny_network_pkl, tmp_path):
     out = tmp_path / "out"
     args = ["--network", tiny_network_pkl, "--seeds", "0-5", "--outdir", out]
     assert cli(*args).exit_code == 0
-    marker = out / "seed0002.png"
-    marker.write_bytes(b"kept")  # a kept file is not rendered again
+    original = (out / "seed0002.png").read_bytes()
+    (out / "seed0002.png").write_bytes(original[:40])  # a truncated image is not kept
     (out / "seed0004.png").unlink()
     res = cli(*args)
-    assert res.exit_code == 0 and "wrote 1 image(s)" in res.output and "kept 5 already there" in res.output
-    assert marker.read_bytes() == b"kept" and (out / "seed0004.png").is_file()
+    assert res.exit_code == 0 and "wrote 2 image(s)" in res.output and "kept 4 already there" in res.output
+    assert (out / "seed0002.png").read_bytes() == original and (out / "seed0004.png").is_file()
     before = sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir())
     res = cli(*args[:-2], "--trunc", 0.5, "--outdir", out)
     assert res.exit_code == 1 and "holds images rendered with other settings" in res.output
-    assert "truncation_psi: 1.0 then, 0.5 now" in res.output
+    assert "truncation_psi: 1.0 then, 0.5 now" in res.output and "--clean" in res.output
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.iterdir()) == before
+    res = cli(*args[:-2], "--trunc", 0.5, "--clean", "--outdir", out)
+    assert res.exit_code == 0 and "wrote 6 image(s)" in res.output
+    assert (out / "seed0002.png").read_bytes() != original
 
 
 def test_interrupted_write_leaves_no_file(tmp_path, monkeypatch):

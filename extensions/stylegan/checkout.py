@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -334,7 +335,10 @@ def activate(checkout: Checkout) -> Checkout:
     if key not in sys.path:
         sys.path.insert(0, key)
     modules = {}
-    with compat_shims():
+    with compat_shims(), warnings.catch_warnings():
+        # setuptools < 81 warns on every `import pkg_resources` (the checkout's dnnlib/custom_ops do it).
+        warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r".*pkg_resources.*", category=DeprecationWarning)
         for name in _PRELOAD:
             try:
                 modules[name] = importlib.import_module(name)

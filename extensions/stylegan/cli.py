@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import functools
 import re
+import signal
+import sys
 from typing import List, Optional, Tuple
 
 import click
+import numpy as np
 
 from .._checks import HubnessError, ThresholdUnreachableError
+from ..pools import MAX_SEED
 from .checkout import imported_checkout
-from .generate import KNN_BACKENDS, SAMPLER_NAMES, generate_images
+from .generate import KNN_BACKENDS, SAMPLER_NAMES, generate_images, parse_grid
 
 #: Parameter names of the options :func:`add_hubness_options` adds.
 HUB_PARAMS = ("sampler", "num", "k", "t", "t_lq", "pool_size", "space", "knn_backend", "include_self", "device",
-              "batch_size", "max_pools", "grid")
+              "batch_size", "max_pools", "grid", "clean")
+#: Seeds one command line may name; far more than any pool fits in memory (see extensions.pools).
+MAX_SEEDS = 10_000_000
 
 
-def parse_seeds(text: str) -> List[int]:
-    """``'0,1,4-6'`` -> ``[0, 1, 4, 5, 6]``: comma-separated seeds and inclusive ranges."""
-    seeds = []
+def parse_seeds(text: str, limit: int = MAX_SEEDS) -> np.ndarray:
+    """``'0,1,4-6'`` -> ``[0, 1, 4, 5, 6]`` (int64): comma-separated seeds and inclusive ranges.
+
+    The count is checked before anything is allocated, so ``0-99999999999`` fails at once.
+    """
+    ranges = []
     for part in str(text).split(","):
         part = part.strip()
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -35,8 +44,14 @@ def parse_seeds(text: str) -> List[int]:
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
             raise ValueError(f"range {part!r} is empty; write it low-high")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+        if hi > MAX_SEED:
+            raise ValueError(f"seed {hi} is out of range: seeds are 0..{MAX_SEED} (numpy RandomState)")
+        ranges.append((lo, hi))
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if count > limit:
+        raise ValueError(f"{text!r} names {count:,} seeds, more than the {limit:,} one pool can hold; use fewer "
+                         f"seeds, e.g. --seeds 0-9999 --num N, which draws further pools as needed")
+    return np.concatenate([np.arange(lo, hi + 1, dtype=np.int64) for lo, hi in ranges])
 
 
 class SeedList(click.ParamType):
@@ -45,7 +60,7 @@ class SeedList(click.ParamType):
     name = "seeds"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, list):
+        if isinstance(value, (list, np.ndarray)):
             return value
         try:
             return parse_seeds(value)
@@ -68,6 +83,20 @@ class Vec2(click.ParamType):
             return float(parts[0]), float(parts[1])
         except ValueError:
             self.fail(f"{value!r} is not two comma-separated numbers (e.g. '0.3,1')", param, ctx)
+
+
+class GridType(click.ParamType):
+    """``WxH`` (columns x rows), or ``auto``."""
+
+    name = "grid"
+
+    def convert(self, value, param, ctx):
+        if value is None or isinstance(value, tuple):
+            return value
+        try:
+            return parse_grid(value)
+        except HubnessError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 _OPTIONS = [
@@ -95,7 +124,12 @@ _OPTIONS = [
                  help="Latents per mapping batch"),
     click.option("--max-pools", type=click.IntRange(min=1), default=50, show_default=True,
                  help="Pools drawn at most before giving up"),
-    click.option("--grid", is_flag=True, default=False, help="Also write grid.png of the chosen images"),
+    click.option("--grid", type=GridType(), is_flag=False, flag_value="auto", default=None, metavar="[WxH]",
+                 help="Also write grid.png of the chosen images: W columns x H rows (gen_video.py's --grid), "
+                      "or a near-square layout when no value is given"),
+    click.option("--clean", is_flag=True, default=False,
+                 help="Remove images of earlier runs in --outdir that this run does not produce or vouch for "
+                      "[default: stop and name them]"),
 ]
 
 
@@ -111,16 +145,56 @@ def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx
         stylegan3: Optional[str] = None, **hub):
     """Run :func:`~extensions.stylegan.generate.generate_images` from parsed options, with progress bars.
 
-    Bad input and unreachable thresholds become :class:`click.ClickException` (one line, exit status 1).
+    Bad input and unreachable thresholds become :class:`click.ClickException` (one line, exit status 1);
+    an interrupt (Ctrl-C or SIGTERM) exits with 130 / 143, leaving only complete files.
     """
-    try:
-        return generate_images(network_pkl, seeds, outdir, truncation_psi=truncation_psi, class_idx=class_idx,
-                               noise_mode=noise_mode, translate=translate, rotate=rotate, stylegan3=stylegan3,
-                               progress=True, echo=click.echo, **hub)
-    except (HubnessError, ThresholdUnreachableError) as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from exc
-    except OSError as exc:  # the outdir cannot be written, the disk is full, ...
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    with interrupts_exit():
+        try:
+            return generate_images(network_pkl, seeds, outdir, truncation_psi=truncation_psi, class_idx=class_idx,
+                                   noise_mode=noise_mode, translate=translate, rotate=rotate, stylegan3=stylegan3,
+                                   progress=True, echo=click.echo, **hub)
+        except (HubnessError, ThresholdUnreachableError) as exc:
+            raise click.ClickException(" ".join(str(exc).split())) from exc
+        except OSError as exc:  # the disk is full, a file cannot be replaced, ...
+            raise click.ClickException(os_error_message(exc)) from exc
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line naming the file and what to do."""
+    what = exc.strerror or type(exc).__name__
+    where = f"cannot write {exc.filename!r}: " if exc.filename else ""
+    return f"{where}{what}; free space or fix permissions, or choose another --outdir"
+
+
+class interrupts_exit:
+    """Ctrl-C exits with status 130 and SIGTERM with 143 (the shell's conventions) and one line, after the
+    ``finally`` blocks and context managers of the run have cleaned up."""
+
+    def __enter__(self):
+        self._term = None
+        try:
+            self._term = signal.signal(signal.SIGTERM, self._on_term)
+        except (ValueError, OSError):  # not the main thread: keep the default handler
+            pass
+        return self
+
+    @staticmethod
+    def _on_term(signum, frame):
+        raise _Terminated()
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._term is not None:
+            signal.signal(signal.SIGTERM, self._term)
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            code = 143 if issubclass(exc_type, _Terminated) else 130
+            click.echo("Interrupted: the output folder holds complete files only; run the command again to finish",
+                       err=True)
+            sys.exit(code)
+        return False
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C."""
 
 
 def with_hubness_sampling(f):

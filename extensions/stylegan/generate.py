@@ -5,15 +5,17 @@ the given seeds, each drawn as ``gen_images.py`` draws it; a sampler chooses amo
 pools of consecutive seeds when it needs more), and every chosen seed is rendered through the same
 operations as ``gen_images.py --seeds=<seed>``, one image at a time, so both write the same image.
 
-Outputs in ``outdir``:
+Outputs in ``outdir`` (an :class:`extensions.outdir.OutputDir`: locked for the run, written all at once at
+the end, vouched for by ``manifest.json``):
 
 ==================  ======================================================================================
-``seed%04d.png``    one image per chosen latent (already present ones are kept, not rendered again)
+``seed%04d.png``    one image per chosen latent (images the manifest vouches for are kept, not rendered again)
 ``pool.csv``        every pool seed: pool, seed, hub value m, rank of m in its pool (1 = largest), chosen,
                     output order
 ``latents.npz``     the chosen latents: seeds, z (n, z_dim) float64, w (n, w_dim) float32 as rendered
                     (StyleGAN only; truncation applied), m and pool (hub samplers), meta (JSON string)
-``grid.png``        optional, the chosen images in output order
+``grid.png``        optional, the chosen images in output order, labelled with their seeds
+``manifest.json``   every file above with its SHA-256, and the render settings
 ==================  ======================================================================================
 """
 
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -30,8 +34,9 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import HubnessError, check_count
-from ..pools import SeedPools, seed_latents
+from .._checks import HubnessError, NonFiniteError, check_count, check_threshold
+from ..outdir import OutputDir, file_sha256
+from ..pools import MAX_SEED, SeedPools, check_pool_memory, seed_latents
 from ..render import image_grid, load_png, save_png, seed_filename, to_uint8, write_csv, write_npz
 from ..samplers import Selection, make_sampler
 from .adapter import NOISE_MODES, GeneratorAdapter, StyleGANAdapter, make_adapter
@@ -45,6 +50,8 @@ KNN_BACKENDS = ("exact", "approx", "auto")
 CSV_NAME = "pool.csv"
 NPZ_NAME = "latents.npz"
 GRID_NAME = "grid.png"
+#: Names of the images this command writes (``seed%04d.png``).
+IMAGE_RE = re.compile(r"seed\d{4,}\.png")
 
 
 @dataclass
@@ -58,11 +65,13 @@ class GenerationResult:
     images : list of Path
         One per chosen latent, in output order.
     written, skipped : int
-        Images rendered now / already present and kept.
+        Images rendered now / vouched for by the manifest and kept.
     further_pools : list of (pool index, first seed, last seed)
         Pools drawn beyond the given seeds.
     files : dict
-        'csv', 'npz' and (with a grid) 'grid' paths.
+        'csv', 'npz', 'manifest' and (with a grid) 'grid' paths.
+    removed : list of str
+        Files of earlier runs removed because of ``clean``.
     """
 
     selection: Selection
@@ -72,16 +81,17 @@ class GenerationResult:
     skipped: int
     further_pools: list = field(default_factory=list)
     files: dict = field(default_factory=dict)
+    removed: list = field(default_factory=list)
 
 
 class _Progress:
-    """tqdm bars for mapping, k-NN and synthesis; no-ops when disabled."""
+    """tqdm bars for mapping, pools (mapping + hub values) and synthesis; no-ops when disabled."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
         self._mapping = None
         self._mapped = 0
-        self._knn = None
+        self._pools = None
 
     def _bar(self, desc, total, unit):
         from tqdm.auto import tqdm
@@ -98,12 +108,19 @@ class _Progress:
         self._mapping.update(done - self._mapped)
         self._mapped = 0 if done >= total else done
 
-    def pool(self, pool) -> None:
-        if not self.enabled:
+    def start_pools(self, total: Optional[int]) -> None:
+        """Open the pool bar before the first pool is drawn, so its clock covers mapping and k-NN."""
+        if self.enabled:
+            self._pools = self._bar("pools", total, "pool")
+
+    def pool(self, chosen: int, wanted: Optional[int], largest_m: Optional[int]) -> None:
+        if self._pools is None:
             return
-        if self._knn is None:
-            self._knn = self._bar("k-NN", None, "pool")
-        self._knn.update(1)
+        text = f"chosen {chosen}" + (f"/{wanted}" if wanted else "")
+        if largest_m is not None:
+            text += f", max m {largest_m}"
+        self._pools.set_postfix_str(text, refresh=False)
+        self._pools.update(1)
 
     def synthesis(self, total: int):
         if not self.enabled:
@@ -111,10 +128,10 @@ class _Progress:
         return self._bar("synthesis", total, "img")
 
     def close(self) -> None:
-        for bar in (self._mapping, self._knn):
+        for bar in (self._mapping, self._pools):
             if bar is not None:
                 bar.close()
-        self._mapping = self._knn = None
+        self._mapping = self._pools = None
 
 
 class _NullBar:
@@ -125,40 +142,49 @@ class _NullBar:
         pass
 
 
-def unique_seeds(seeds: Sequence[int]) -> list:
-    """``seeds`` without repeats, first occurrence kept (a repeated seed renders the same file again)."""
-    out, seen = [], set()
-    for s in seeds:
-        s = int(s)
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
+def unique_seeds(seeds: Sequence[int]) -> np.ndarray:
+    """``seeds`` without repeats, first occurrence kept, as int64 (a repeated seed renders the same file)."""
+    seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
+    _, first = np.unique(seeds, return_index=True)
+    return seeds[np.sort(first)]
 
 
-def _network_id(network: str) -> str:
+def parse_grid(value) -> Optional[tuple]:
+    """``--grid`` as stylegan3's ``gen_video.py`` reads it: ``'WxH'`` -> (columns, rows).
+
+    None/False: no grid; True, ``'auto'`` or (0, 0): (0, 0), a near-square layout of all images.
+
+    Raises
+    ------
+    HubnessError
+        For anything else, quoting the value.
+    """
+    if value is None or value is False:
+        return None
+    if value is True or (isinstance(value, str) and value.strip().lower() == "auto") or \
+            (isinstance(value, tuple) and value == (0, 0)):
+        return (0, 0)
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        cols, rows = value
+    else:
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(value))
+        if match is None:
+            raise HubnessError(f"--grid {value!r} is not WxH (columns x rows, e.g. 8x4) or auto")
+        cols, rows = int(match.group(1)), int(match.group(2))
+    if isinstance(cols, bool) or isinstance(rows, bool) or not all(isinstance(v, (int, np.integer)) for v in (cols, rows)) \
+            or cols < 1 or rows < 1 or cols * rows > 100_000:
+        raise HubnessError(f"--grid {value!r} must be WxH with W, H >= 1 (e.g. 8x4) and at most 100,000 cells")
+    return int(cols), int(rows)
+
+
+def network_identity(network: str) -> dict:
+    """What identifies a network's images in the manifest: the embedded name, the URL, or the local file
+    with the SHA-256 of its content (a snapshot overwritten in place renders other images)."""
     from ..digits.network import NETWORK_NAME
-    if network == NETWORK_NAME:
-        return network  # the embedded generator is a name, not a path
-    return network if is_url(network) else os.path.abspath(os.path.expanduser(network))
-
-
-def _check_outdir(outdir: Path, render: dict) -> None:
-    """Refuse an outdir whose images were rendered with other settings: skipping them would mix the two."""
-    npz = outdir / NPZ_NAME
-    if not npz.is_file() or not any(outdir.glob("seed*.png")):
-        return
-    try:
-        with np.load(npz, allow_pickle=False) as data:
-            previous = json.loads(str(data["meta"]))["render"]
-    except Exception as exc:
-        raise HubnessError(f"cannot read {str(npz)!r} ({type(exc).__name__}) to check how the images in "
-                           f"{str(outdir)!r} were rendered; delete it or use another --outdir") from exc
-    diff = {k: (previous.get(k), v) for k, v in render.items() if previous.get(k) != v}
-    if diff:
-        what = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in diff.items())
-        raise HubnessError(f"--outdir {str(outdir)!r} holds images rendered with other settings ({what}); "
-                           f"use another --outdir so that kept images match the new ones")
+    if network == NETWORK_NAME or is_url(network):
+        return dict(network=network)
+    path = os.path.abspath(os.path.expanduser(network))
+    return dict(network=path, network_sha256=file_sha256(path) if os.path.isfile(path) else None)
 
 
 def _pool_rows(selection: Selection):
@@ -171,12 +197,52 @@ def _pool_rows(selection: Selection):
                    order.get(seed) if rec.chosen[j] else None)
 
 
+def _validate(sampler, noise_mode, knn_backend, seeds, num, pool_size, batch_size, max_pools, k, t, t_lq,
+              truncation_psi, echo) -> tuple:
+    if sampler not in SAMPLER_NAMES:
+        raise HubnessError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
+    if noise_mode not in NOISE_MODES:
+        raise HubnessError(f"--noise-mode {noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
+    if knn_backend not in KNN_BACKENDS:
+        raise HubnessError(f"k-NN backend {knn_backend!r} is not one of {', '.join(KNN_BACKENDS)}")
+    given = np.asarray(seeds, dtype=np.int64).reshape(-1) if len(seeds) else np.zeros(0, np.int64)
+    if given.size == 0:
+        raise HubnessError("--seeds is empty; give at least one seed, e.g. --seeds 0-99")
+    if given.min() < 0 or given.max() > MAX_SEED:
+        raise HubnessError(f"--seeds must lie in 0..{MAX_SEED} (numpy RandomState seeds), got "
+                           f"{int(given.min())}..{int(given.max())}")
+    seeds = unique_seeds(given)
+    if len(seeds) < len(given):
+        echo(f"note: {len(given) - len(seeds)} repeated seed(s) in --seeds rendered once")
+    num = None if num is None else check_count(num, "--num")
+    pool_size = len(seeds) if pool_size is None else check_count(pool_size, "--pool-size")
+    check_count(batch_size, "--batch-size")
+    check_count(max_pools, "--max-pools")
+    if sampler in HUB_SAMPLERS:
+        k = check_count(k, "--k")
+        check_threshold(t, "--t")
+        check_threshold(t_lq, "--t-lq")
+        for size, source in ((len(seeds), "--seeds"), (pool_size, "--pool-size")):
+            if k >= size:
+                raise HubnessError(f"--k {k} needs pools of more than {k} latents, but {source} gives {size}; "
+                                   f"lower --k or use more seeds")
+    try:
+        truncation_psi = float(truncation_psi)
+    except (TypeError, ValueError, OverflowError):
+        raise HubnessError(f"--trunc must be a number, got {truncation_psi!r}") from None
+    if not np.isfinite(truncation_psi):
+        raise HubnessError(f"--trunc must be a finite number, got {truncation_psi}")
+    if sampler == "truncation" and truncation_psi == 1:
+        raise HubnessError("--sampler truncation needs --trunc other than 1 (e.g. --trunc 0.7)")
+    return seeds, num, pool_size, truncation_psi
+
+
 def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str = "random",
                     num: Optional[int] = None, truncation_psi: float = 1.0, class_idx: Optional[int] = None,
                     noise_mode: str = "const", translate: Sequence[float] = (0, 0), rotate: float = 0.0,
                     k: int = 5, t: float = 50.0, t_lq: float = 1.0, pool_size: Optional[int] = None,
                     space: Optional[str] = None, knn_backend: str = "exact", include_self: bool = False,
-                    device=None, batch_size: int = 256, max_pools: int = 50, grid: bool = False,
+                    device=None, batch_size: int = 256, max_pools: int = 50, grid=None, clean: bool = False,
                     stylegan3=None, progress: bool = False,
                     echo: Optional[Callable[[str], None]] = None) -> GenerationResult:
     """Choose latents with a sampler and render their images into ``outdir``.
@@ -188,6 +254,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
     seeds : sequence of int
         Pool 0, each latent ``RandomState(seed).randn(1, z_dim)`` as in ``gen_images.py``.
     outdir : str or Path
+        Locked for the run; see :class:`extensions.outdir.OutputDir`.
     sampler : {'random', 'truncation', 'hubness', 'hubness-lq'}
         'random' renders the seeds in order (``gen_images.py``); 'truncation' the same with
         ``truncation_psi``; 'hubness' the latents with hub value m >= ``t``, largest m first;
@@ -211,8 +278,10 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
         Latents per mapping batch.
     max_pools : int
         Pools drawn at most.
-    grid : bool
-        Also write ``grid.png``.
+    grid : None, True, 'auto', 'WxH' or (columns, rows)
+        Also write ``grid.png`` (see :func:`parse_grid`).
+    clean : bool
+        Remove images of earlier runs that this result does not vouch for, instead of stopping.
     stylegan3 : str or Path, optional
         stylegan3 checkout (else ``$STYLEGAN3_DIR``, else importable modules).
     progress : bool
@@ -227,143 +296,202 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
     Raises
     ------
     HubnessError
-        Bad input (each error names the option to fix); raised before any file is written.
+        Bad input, a busy or foreign output folder, non-finite latents or images (each error names the
+        option or the seed); the output folder is left as it was.
     extensions.ThresholdUnreachableError
-        When the sampler cannot collect the latents asked for; raised before any file is written.
+        When the sampler cannot collect the latents asked for; the output folder is left as it was.
     """
     say = echo or log.info
-    if sampler not in SAMPLER_NAMES:
-        raise HubnessError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
-    if noise_mode not in NOISE_MODES:
-        raise HubnessError(f"--noise-mode {noise_mode!r} is not one of {', '.join(NOISE_MODES)}")
-    if knn_backend not in KNN_BACKENDS:
-        raise HubnessError(f"k-NN backend {knn_backend!r} is not one of {', '.join(KNN_BACKENDS)}")
-    given = list(seeds)
-    seeds = unique_seeds(given)
-    if not seeds:
-        raise HubnessError("--seeds is empty; give at least one seed, e.g. --seeds 0-99")
-    if len(seeds) < len(given):
-        say(f"note: {len(given) - len(seeds)} repeated seed(s) in --seeds rendered once")
-    num = None if num is None else check_count(num, "--num")
-    pool_size = len(seeds) if pool_size is None else check_count(pool_size, "--pool-size")
-    batch_size = check_count(batch_size, "--batch-size")
-    max_pools = check_count(max_pools, "--max-pools")
-    hub = sampler in HUB_SAMPLERS
-    if hub:
-        k = check_count(k, "--k")
-        for size, source in ((len(seeds), "--seeds"), (pool_size, "--pool-size")):
-            if k >= size:
-                raise HubnessError(f"--k {k} needs pools of more than {k} latents, but {source} gives {size}; "
-                                   f"lower --k or use more seeds")
-    truncation_psi = float(truncation_psi)
-    if not np.isfinite(truncation_psi):
-        raise HubnessError(f"--trunc must be a finite number, got {truncation_psi}")
-    if sampler == "truncation" and truncation_psi == 1:
-        raise HubnessError("--sampler truncation needs --trunc other than 1 (e.g. --trunc 0.7)")
+    seeds, num, pool_size, truncation_psi = _validate(sampler, noise_mode, knn_backend, seeds, num, pool_size,
+                                                      batch_size, max_pools, k, t, t_lq, truncation_psi, say)
+    layout = parse_grid(grid)
     translate = tuple(float(v) for v in translate)
-    outdir = Path(outdir)
-    if outdir.exists() and not outdir.is_dir():
-        raise HubnessError(f"--outdir {str(outdir)!r} exists and is not a directory; choose another --outdir")
+    hub = sampler in HUB_SAMPLERS
 
-    say(f'Loading networks from "{network}"...')
-    G = load_network(network, stylegan3=stylegan3, device=device)
-    adapter = make_adapter(G)
-    space = adapter.check_space(space)
-    if class_idx is not None and adapter.c_dim == 0:
-        say("warn: --class=lbl ignored when running on an unconditional network")
-        class_idx = None
-    labels = adapter.labels(class_idx)
-    if truncation_psi != 1:
-        adapter.mean_latent(space)  # generators without a mapping network cannot truncate
-    moved = translate != (0.0, 0.0) or float(rotate) != 0
-    if not adapter.set_input_transform(translate, rotate) and moved:
-        say("warn: --translate/--rotate ignored: only stylegan3 networks have an input transform")
-    render = dict(network=_network_id(network), truncation_psi=truncation_psi, class_idx=class_idx,
-                  noise_mode=noise_mode, translate=list(translate), rotate=float(rotate))
-    _check_outdir(outdir, render)
+    with OutputDir(outdir, tool="gen_images_hub", clean=clean) as out:
+        say(f'Loading networks from "{network}"...')
+        G = load_network(network, stylegan3=stylegan3, device=device)
+        adapter = make_adapter(G)
+        space = adapter.check_space(space)
+        if class_idx is not None and adapter.c_dim == 0:
+            say("warn: --class=lbl ignored when running on an unconditional network")
+            class_idx = None
+        labels = adapter.labels(class_idx)
+        if truncation_psi != 1:
+            adapter.mean_latent(space)  # generators without a mapping network cannot truncate
+        moved = translate != (0.0, 0.0) or float(rotate) != 0
+        if not adapter.set_input_transform(translate, rotate) and moved:
+            say("warn: --translate/--rotate ignored: only stylegan3 networks have an input transform")
+        settings = dict(network_identity(network), truncation_psi=truncation_psi, class_idx=class_idx,
+                        noise_mode=noise_mode, translate=list(translate), rotate=float(rotate))
+        changed = out.settings_changed(settings)
+        if changed and out.results_present(IMAGE_RE) and not out.clean:
+            what = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
+            raise HubnessError(f"--outdir {str(out.path)!r} holds images rendered with other settings ({what}); "
+                               f"pass --clean to replace them, or choose another --outdir")
+        d = adapter.w_dim if space == "w" else adapter.z_dim
+        check_pool_memory(max(len(seeds), pool_size), adapter.z_dim, d, hub=hub, device=adapter.device)
 
+        selection, further = _sample(adapter, network, seeds, sampler, num, space, labels, truncation_psi,
+                                     pool_size, batch_size, max_pools, k, t, t_lq, include_self, knn_backend,
+                                     progress, say)
+        z = seed_latents(selection.seeds, adapter.z_dim)
+        w = _rendered_w(adapter, network, z, labels, truncation_psi, selection.seeds)
+
+        names = [seed_filename(s) for s in selection.seeds]
+        status = out.vouched(names, settings)
+        wanted = set(names)
+        unwanted = [n for n in out.results_present(IMAGE_RE) if n not in wanted or status[n] == "other"]
+        remove = out.refuse_or_clean(unwanted, "images from another selection or settings, or not written by "
+                                               "gen_images_hub")
+        damaged = [n for n in names if status[n] == "damaged"]
+        if damaged:
+            say(f"note: rendering again {len(damaged)} image(s) whose content no longer matches manifest.json")
+        staged = out.prepare_staging(settings)
+        written = _render_images(adapter, network, selection.seeds, z, w, labels, noise_mode, out,
+                                 [n for n in names if status[n] != "ok" and n not in staged], progress)
+        meta = dict(render=settings, sampler=selection.sampler, space=space, generator=adapter.kind,
+                    z_dim=adapter.z_dim, w_dim=adapter.w_dim, c_dim=adapter.c_dim, num_ws=adapter.num_ws,
+                    given_seeds=len(seeds), pool_size=pool_size, version=__version__)
+        _write_tables(out, selection, z, w, meta)
+        if layout is not None:
+            images = [load_png(out.staging / n if (out.staging / n).is_file() else out.path / n) for n in names]
+            # Seed and hub value, short enough for a 64-pixel cell.
+            captions = [str(int(s)) for s in selection.seeds]
+            if selection.m is not None:
+                captions = [f"{c} m{int(m)}" for c, m in zip(captions, selection.m)]
+            _save(image_grid(images, layout[0] or None, rows=layout[1] or None, gap=2, labels=captions),
+                  out, GRID_NAME)
+        out.commit(settings, keep=[n for n in names if status[n] == "ok" and n not in staged], remove=remove)
+
+    if remove:
+        say(f"removed {len(remove)} file(s) of an earlier run (--clean)")
+    skipped = len(names) - written
+    say(f"wrote {written} image(s) to {str(out.path)!r}" + (f", kept {skipped} already there" if skipped else ""))
+    files = dict(csv=out.path / CSV_NAME, npz=out.path / NPZ_NAME, manifest=out.path / "manifest.json")
+    if layout is not None:
+        files["grid"] = out.path / GRID_NAME
+    return GenerationResult(selection, out.path, [out.path / n for n in names], written, skipped, further, files,
+                            remove)
+
+
+def _sample(adapter, network, seeds, sampler, num, space, labels, truncation_psi, pool_size, batch_size,
+            max_pools, k, t, t_lq, include_self, knn_backend, progress, say):
+    """Run the sampler over the seed pools; returns (selection, further pools)."""
+    hub = sampler in HUB_SAMPLERS
     bars = _Progress(progress)
+    warned = []
+
+    def on_pool(pool, record, collected):
+        bars.pool(collected, num, None if record.m is None else int(record.m.max()))
+        # A threshold that the pools rarely reach can cost dozens of pools: say so after the first one.
+        if (sampler == "hubness" and num is not None and not warned and collected < num):
+            warned.append(True)
+            largest = int(record.m.max())
+            pools_needed = max_pools if collected == 0 else math.ceil(num / collected)
+            if pools_needed > 3:
+                say(f"note: the first pool yielded {collected} of {num} latents with m >= {t:g} (largest m: "
+                    f"{largest}); about {min(pools_needed, max_pools)} pools of up to {pool_size} seeds may be "
+                    f"drawn (--max-pools {max_pools}); for the {num} largest hub values use --t 0 --num {num}")
+
     try:
         pools = SeedPools(adapter.z_dim, pool_size, seeds=seeds, transform=adapter.transform(space, labels),
                           batch_size=batch_size, device=adapter.device, progress=bars.mapping)
         params = dict(max_pools=max_pools)
         if hub:
             params.update(k=k, include_self=include_self, backend=knn_backend, device=adapter.device)
-            if sampler == "hubness":
-                params.update(t=t)
-            else:
-                params.update(t_lq=t_lq)
+            params.update(t=t) if sampler == "hubness" else params.update(t_lq=t_lq)
         if sampler == "truncation":
             params.update(psi=truncation_psi, mean=adapter.mean_latent(space))
         chooser = make_sampler(sampler, **params)
-        selection = chooser.sample(pools, num, progress=bars.pool if hub else None)
+        bars.start_pools(1 if num is None else None)
+        selection = chooser.sample(pools, num, progress=on_pool)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"network {network!r} maps seed {exc.seed} to a {space.upper()} latent with NaN or "
+                             f"inf ({exc}); the network is broken: check its weights (e.g. render the seed with "
+                             f"gen_images.py) or use another snapshot", exc.seed) from exc
     finally:
         bars.close()
 
     further = [(r.index, int(r.seeds[0]), int(r.seeds[-1])) for r in selection.records[1:]]
-    first = selection.records[0]
-    for index, lo, hi in further:
-        say(f"pool {index}: drew further seeds {lo}-{hi} (the {len(first.seeds)} given seeds yielded "
-            f"{int(first.chosen.sum())} of {num})")
+    if further:
+        first = selection.records[0]
+        say(f"drew {len(further)} further pool(s) of {pool_size} seeds ({further[0][1]}-{further[-1][2]}): the "
+            f"{len(first.seeds)} given seeds yielded {int(first.chosen.sum())} of {num}")
     if hub:
         say(f"{sampler}: chose {len(selection.seeds)} of {sum(len(r.seeds) for r in selection.records)} latents "
             f"({chooser.criterion()}; {space.upper()} space), m from {int(selection.m.min())} to "
             f"{int(selection.m.max())}")
+    return selection, further
 
-    z = seed_latents(selection.seeds, adapter.z_dim)
-    w = None
-    if isinstance(adapter, StyleGANAdapter):
+
+def _rendered_w(adapter, network, z, labels, truncation_psi, seeds) -> Optional[torch.Tensor]:
+    """W latents as rendered (truncation applied), one per call as gen_images.py; None for Z-only generators."""
+    if not isinstance(adapter, StyleGANAdapter):
+        return None
+    with torch.no_grad():
         # One latent per call, as gen_images.py: batched matmuls may round differently.
-        with torch.no_grad():
-            w = torch.cat([adapter.map(z[i:i + 1], labels, truncation_psi=truncation_psi)
-                           for i in range(len(z))]).cpu()
-
-    outdir.mkdir(parents=True, exist_ok=True)
-    meta = dict(render=render, sampler=selection.sampler, space=space, generator=adapter.kind,
-                z_dim=adapter.z_dim, w_dim=adapter.w_dim, c_dim=adapter.c_dim, num_ws=adapter.num_ws,
-                given_seeds=len(seeds), pool_size=pool_size, version=__version__)
-    files = _write_tables(outdir, selection, z, w, meta)
-    images, written = _render_images(adapter, selection.seeds, z, w, labels, noise_mode, outdir, bars)
-    skipped = len(images) - written
-    if grid:
-        files["grid"] = outdir / GRID_NAME
-        save_png(image_grid([load_png(p) for p in images]), files["grid"])
-    say(f"wrote {written} image(s) to {str(outdir)!r}" + (f", kept {skipped} already there" if skipped else ""))
-    return GenerationResult(selection, outdir, images, written, skipped, further, files)
+        w = torch.cat([adapter.map(z[i:i + 1], labels, truncation_psi=truncation_psi) for i in range(len(z))]).cpu()
+    bad = ~torch.isfinite(w).all(dim=1)
+    if bool(bad.any()):
+        seed = int(seeds[int(bad.nonzero()[0, 0])])
+        if truncation_psi != 1:
+            raise NonFiniteError(f"--trunc {truncation_psi:g} moves the W latent of seed {seed} to NaN or inf; "
+                                 f"use a truncation psi of moderate size (e.g. 0.5 to 1)", seed)
+        raise NonFiniteError(f"network {network!r} maps seed {seed} to a W latent with NaN or inf; the network is "
+                             f"broken: check its weights or use another snapshot", seed)
+    return w
 
 
-def _write_tables(outdir: Path, selection: Selection, z: np.ndarray, w: Optional[torch.Tensor], meta: dict) -> dict:
-    """``pool.csv`` (every pool seed) and ``latents.npz`` (the chosen ones); returns their paths."""
+def _save(array: np.ndarray, out: OutputDir, name: str) -> None:
+    """Stage a PNG; an OSError names the file the user will look for, not the staging path."""
+    try:
+        save_png(array, out.staged(name))
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(out.path / name)) from exc
+
+
+def _write_tables(out: OutputDir, selection: Selection, z: np.ndarray, w: Optional[torch.Tensor], meta: dict) -> None:
+    """Stage ``pool.csv`` (every pool seed) and ``latents.npz`` (the chosen ones)."""
     arrays = dict(seeds=selection.seeds.astype(np.int64), z=z, pool=selection.pool_index.astype(np.int64),
                   meta=np.array(json.dumps(meta)))
     if w is not None:
         arrays["w"] = w.numpy().astype(np.float32)
     if selection.m is not None:
         arrays["m"] = selection.m.astype(np.int64)
-    files = dict(csv=outdir / CSV_NAME, npz=outdir / NPZ_NAME)
-    write_csv(files["csv"], ("seed", "pool", "m", "rank", "chosen", "order"), _pool_rows(selection))
-    write_npz(files["npz"], **arrays)
-    return files
+    for name, write in ((CSV_NAME, lambda p: write_csv(p, ("seed", "pool", "m", "rank", "chosen", "order"),
+                                                       _pool_rows(selection))),
+                        (NPZ_NAME, lambda p: write_npz(p, **arrays))):
+        try:
+            write(out.staged(name))
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(out.path / name)) from exc
 
 
-def _render_images(adapter: GeneratorAdapter, seeds: np.ndarray, z: np.ndarray, w: Optional[torch.Tensor],
-                   labels: torch.Tensor, noise_mode: str, outdir: Path, bars: _Progress) -> tuple:
-    """Write ``seed%04d.png`` for each seed not already in ``outdir``; returns (all paths, number written)."""
-    images, written = [], 0
-    bar = bars.synthesis(len(seeds))
+def _render_images(adapter: GeneratorAdapter, network: str, seeds: np.ndarray, z: np.ndarray,
+                   w: Optional[torch.Tensor], labels: torch.Tensor, noise_mode: str, out: OutputDir,
+                   todo: list, progress: bool) -> int:
+    """Stage ``seed%04d.png`` for the seeds whose names are in ``todo``; returns how many were rendered."""
+    todo = set(todo)
+    bar = _Progress(progress).synthesis(len(todo))
+    written = 0
     try:
         with torch.no_grad():
             for i, seed in enumerate(seeds):
-                path = outdir / seed_filename(seed)
-                images.append(path)
-                if not path.exists():
-                    save_png(to_uint8(_render_one(adapter, z[i:i + 1], None if w is None else w[i:i + 1],
-                                                  labels, noise_mode))[0], path)
-                    written += 1
+                name = seed_filename(seed)
+                if name not in todo:
+                    continue
+                img = _render_one(adapter, z[i:i + 1], None if w is None else w[i:i + 1], labels, noise_mode)
+                if not bool(torch.isfinite(img).all()):
+                    raise NonFiniteError(f"network {network!r} renders NaN or inf pixels for seed {int(seed)}; the "
+                                         f"synthesis network is broken: check its weights or use another snapshot "
+                                         f"(nothing was written)", int(seed))
+                _save(to_uint8(img)[0], out, name)
+                written += 1
                 bar.update(1)
     finally:
         bar.close()
-    return images, written
+    return written
 
 
 def _render_one(adapter: GeneratorAdapter, z: np.ndarray, w: Optional[torch.Tensor], labels: torch.Tensor,
