@@ -3,14 +3,27 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Oldest Python with torch 2.13.0 wheels, kept in one place: setup.cfg's python_requires.
+PYTHON_MIN := $(shell sed -n 's/^python_requires *= *>= *//p' setup.cfg)
+# Empty: scripts/install_torch.py picks the build (CPU on Linux without an NVIDIA GPU, else PyPI's).
+# A URL: torch comes from that index, e.g. https://download.pytorch.org/whl/cpu.
+TORCH_INDEX ?=
 
 .PHONY: demo engine-demo test bench quality clean
 
 $(STAMP): setup.cfg pyproject.toml
+	@found=$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || found=; \
+	need=$(PYTHON_MIN); \
+	case "$$found" in [0-9]*.[0-9]*) ;; *) found="no Python" ;; esac; \
+	if [ "$$found" = "no Python" ] || [ $${found%%.*} -lt $${need%%.*} ] || \
+	   { [ $${found%%.*} -eq $${need%%.*} ] && [ $${found#*.} -lt $${need#*.} ]; }; then \
+	  echo "stylegan3-hubness needs Python >= $$need; found $$found at $(PYTHON): set PYTHON=python$$need" >&2; \
+	  exit 1; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=23" "setuptools<81" wheel
-	# CPU build of torch; a bare `torch` requirement would pull several GB of CUDA wheels.
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# Before `.[test]`, whose bare `torch` requirement would pull PyPI's CUDA build on a CPU-only Linux machine.
+	TORCH_INDEX='$(TORCH_INDEX)' $(BIN)/python scripts/install_torch.py
 	$(BIN)/python -m pip install -q -e '.[test]'
 	# stylegan2-ada runtime (dnnlib, torch_utils, legacy, training): the embedded network and the integration tests.
 	$(BIN)/python -m pip install -q --no-deps draggan==1.1.6
