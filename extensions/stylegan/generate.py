@@ -232,6 +232,9 @@ def _validate(sampler, noise_mode, knn_backend, seeds, num, pool_size, batch_siz
         raise HubnessError(f"--trunc must be a number, got {truncation_psi!r}") from None
     if not np.isfinite(truncation_psi):
         raise HubnessError(f"--trunc must be a finite number, got {truncation_psi}")
+    if abs(truncation_psi) > np.finfo(np.float32).max:
+        raise HubnessError(f"--trunc {truncation_psi:g} overflows the network's float32 arithmetic; use a truncation "
+                           f"psi of moderate size (e.g. 0.5 to 1)")
     if sampler == "truncation" and truncation_psi == 1:
         raise HubnessError("--sampler truncation needs --trunc other than 1 (e.g. --trunc 0.7)")
     return seeds, num, pool_size, truncation_psi
@@ -388,11 +391,14 @@ def _sample(adapter, network, seeds, sampler, num, space, labels, truncation_psi
         if (sampler == "hubness" and num is not None and not warned and collected < num):
             warned.append(True)
             largest = int(record.m.max())
-            pools_needed = max_pools if collected == 0 else math.ceil(num / collected)
-            if pools_needed > 3:
+            hint = f"for the {num} largest hub values use --t 0 --num {num}"
+            if collected == 0:
+                say(f"note: no latent of the first pool reaches m >= {t:g} (largest m: {largest}); the sampler "
+                    f"gives up after 3 such pools; {hint}")
+            elif math.ceil(num / collected) > 3:
                 say(f"note: the first pool yielded {collected} of {num} latents with m >= {t:g} (largest m: "
-                    f"{largest}); about {min(pools_needed, max_pools)} pools of up to {pool_size} seeds may be "
-                    f"drawn (--max-pools {max_pools}); for the {num} largest hub values use --t 0 --num {num}")
+                    f"{largest}); about {min(math.ceil(num / collected), max_pools)} pools of up to {pool_size} "
+                    f"seeds may be drawn (--max-pools {max_pools}); {hint}")
 
     try:
         pools = SeedPools(adapter.z_dim, pool_size, seeds=seeds, transform=adapter.transform(space, labels),

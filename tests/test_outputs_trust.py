@@ -1,0 +1,300 @@
+"""Outputs you can trust: one run per folder, a manifest that vouches for kept images, no partial or foreign
+files after failures or kills, non-finite numbers as errors, and one-line errors for bad input.
+
+Runs ``gen_images_hub.py`` as users do (child processes) where signals, locks and kills are involved, and
+in-process otherwise.
+"""
+
+import errno
+import hashlib
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+import tiny_networks
+from extensions.outdir import LOCK_INFO_NAME, STAGING_NAME, OutputDir
+from test_gen_images_hub import SCRIPT, cli, official_image, png
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def visible(folder):
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def start(args, runtime_root, **env):
+    """The script in a child process (stylegan2-ada runtime from the draggan wheel)."""
+    return subprocess.Popen([sys.executable, str(SCRIPT), *map(str, args), "--device", "cpu"],
+                            env=tiny_networks.subprocess_env(STYLEGAN3_DIR=runtime_root, **env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_staging(out, proc, timeout=60):
+    """Block until the run has staged at least one image (it is rendering)."""
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        staging = out / STAGING_NAME
+        if staging.is_dir() and any(p.suffix == ".png" for p in staging.iterdir()):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def contents(folder):
+    """Every visible file's bytes, with latents.npz by its arrays (zip entries carry timestamps)."""
+    out = {}
+    for name in visible(folder):
+        if name == "latents.npz":
+            with np.load(folder / name, allow_pickle=False) as data:
+                out[name] = {k: data[k].tobytes() for k in data.files}
+        elif name == "manifest.json":
+            files = json.loads((folder / name).read_text())["files"]
+            out[name] = {k: v for k, v in files.items() if k != "latents.npz"}
+        else:
+            out[name] = (folder / name).read_bytes()
+    return out
+
+
+def broken_pickle(path, where):
+    """The tiny network with NaN in its mapping ('mapping') or synthesis ('synthesis') weights."""
+    data = tiny_networks.network_dict(seed=0)
+    module = data["G_ema"].mapping if where == "mapping" else data["G_ema"].synthesis
+    param = [p for p in module.parameters() if p.ndim >= 2][-1]
+    with torch.no_grad():
+        param.fill_(float("nan"))
+    with open(path, "wb") as f:
+        pickle.dump(data, f)
+    return path
+
+
+# ------------------------------------------------------------------------------------ one run per folder
+
+
+def test_a_held_folder_stops_a_second_run_at_once(tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    with OutputDir(out, tool="test-holder"):
+        t0 = time.time()
+        res = cli("--network", tiny_network_pkl, "--seeds", "0-9", "--outdir", out)
+        assert res.exit_code == 1 and time.time() - t0 < 30
+        line = res.stderr.strip().splitlines()[-1]
+        assert line.startswith("Error: ") and "is in use by another run (test-holder, pid " + str(os.getpid()) in line
+        assert visible(out) == []
+    assert list(out.iterdir()) == []  # the lock went with the holder
+    assert cli("--network", tiny_network_pkl, "--seeds", "0-9", "--outdir", out).exit_code == 0
+
+
+def test_concurrent_runs_never_both_succeed(stylegan_runtime, tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    base = ["--network", tiny_network_pkl, "--seeds", "0-299", "--outdir", out]
+    a = start([*base, "--trunc", 0.5], stylegan_runtime.root)
+    b = start([*base, "--trunc", 0.9], stylegan_runtime.root)
+    results = [(p.wait(timeout=300), p.communicate()) for p in (a, b)]
+    codes = [code for code, _ in results]
+    assert sorted(codes) == [0, 1], results
+    loser = results[codes.index(1)][1][1].strip().splitlines()[-1]
+    assert loser.startswith("Error: ") and ("in use by another run" in loser or "other settings" in loser), loser
+    psi = 0.5 if codes[0] == 0 else 0.9
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["truncation_psi"] == psi
+    assert visible(out) == sorted([f"seed{s:04d}.png" for s in range(300)] + ["latents.npz", "manifest.json",
+                                                                                "pool.csv"])
+    for seed in (0, 150, 299):  # every image is the winner's
+        assert np.array_equal(png(out / f"seed{seed:04d}.png"),
+                              official_image(stylegan_runtime, tiny_network_pkl, seed, psi=psi))
+
+
+def test_kill_at_random_points_then_rerun_equals_an_uninterrupted_run(stylegan_runtime, tiny_network_pkl, tmp_path):
+    args = ["--network", tiny_network_pkl, "--seeds", "0-399", "--sampler", "hubness", "--t", 0, "--num", 150,
+            "--grid", "10x15"]
+    ref = tmp_path / "ref"
+    t0 = time.time()
+    p = start([*args, "--outdir", ref], stylegan_runtime.root)
+    assert p.wait(timeout=300) == 0, p.communicate()
+    duration = time.time() - t0
+    expected = contents(ref)
+    rng = np.random.default_rng(0)
+    for trial, delay in enumerate(rng.uniform(0.05, 1.0, size=4) * duration):
+        out = tmp_path / f"run{trial}"
+        p = start([*args, "--outdir", out], stylegan_runtime.root)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+        if out.exists():
+            for name in visible(out):  # whatever it left is complete
+                if name.endswith(".png"):
+                    with PIL.Image.open(out / name) as im:
+                        im.load()
+        again = start([*args, "--outdir", out], stylegan_runtime.root)
+        assert again.wait(timeout=300) == 0, again.communicate()
+        assert contents(out) == expected, f"trial {trial}, killed after {delay:.2f} s"
+        assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_interrupt_exits_130_and_the_rerun_finishes(stylegan_runtime, tiny_network_pkl, tmp_path):
+    args = ["--network", tiny_network_pkl, "--seeds", "0-1999", "--noise-mode", "none"]
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        out = tmp_path / f"out{code}"
+        p = start([*args, "--outdir", out], stylegan_runtime.root)
+        assert wait_for_staging(out, p), p.communicate()
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == code, err
+        assert err.strip().splitlines()[-1].startswith("Interrupted") and "Traceback" not in err
+        assert visible(out) == []  # nothing half-done in sight; staged images wait for the next run
+        assert not (out / LOCK_INFO_NAME).exists()
+    res = cli(*args, "--outdir", tmp_path / "out130")
+    assert res.exit_code == 0 and "wrote" in res.output
+    assert len([n for n in visible(tmp_path / "out130") if n.startswith("seed")]) == 2000
+
+
+# ------------------------------------------------------------------------------------ what a folder holds
+
+
+def test_a_new_selection_refuses_or_cleans_old_images(tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    base = ["--network", tiny_network_pkl, "--seeds", "0-99", "--k", 4, "--num", 5, "--outdir", out]
+    assert cli(*base, "--sampler", "hubness", "--t", 0).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    hubs = set(visible(out))
+    res = cli(*base, "--sampler", "hubness-lq", "--t-lq", 3)
+    assert res.exit_code == 1 and "would not vouch for" in res.output and "--clean" in res.output
+    assert set(visible(out)) == hubs
+    res = cli(*base, "--sampler", "hubness-lq", "--t-lq", 3, "--clean")
+    assert res.exit_code == 0 and "removed 5 file(s)" in res.output, res.output
+    seeds = np.load(out / "latents.npz")["seeds"].tolist()
+    assert sorted(n for n in visible(out) if n.startswith("seed")) == sorted(f"seed{s:04d}.png" for s in seeds)
+    assert (out / "notes.txt").read_text() == "mine"  # not a result file: never touched
+
+
+def test_images_no_run_wrote_are_not_kept(stylegan_runtime, tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    fake = np.zeros((16, 16, 3), np.uint8)
+    PIL.Image.fromarray(fake).save(out / "seed0003.png")
+    args = ["--network", tiny_network_pkl, "--seeds", "0-5", "--outdir", out]
+    res = cli(*args)
+    assert res.exit_code == 1 and "seed0003.png" in res.output and "--clean" in res.output
+    assert np.array_equal(png(out / "seed0003.png"), fake)
+    assert cli(*args, "--clean").exit_code == 0
+    assert np.array_equal(png(out / "seed0003.png"), official_image(stylegan_runtime, tiny_network_pkl, 3))
+
+
+def test_stale_temp_files_of_a_killed_run_are_removed(tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = [out / ".seed0001.png.abc123_x.tmp", out / ".pool.csv.q9z.tmp"]
+    for p in stale:
+        p.write_bytes(b"half")
+    (out / ".hidden-user-file").write_text("mine")
+    assert cli("--network", tiny_network_pkl, "--seeds", "0-3", "--outdir", out).exit_code == 0
+    assert not any(p.exists() for p in stale) and (out / ".hidden-user-file").exists()
+
+
+# ------------------------------------------------------------------------------------ non-finite numbers
+
+
+@pytest.mark.parametrize("where, extra", [("mapping", []), ("mapping", ["--sampler", "hubness", "--t", "0"]),
+                                          ("synthesis", []), ("synthesis", ["--space", "z", "--sampler", "hubness",
+                                                                            "--t", "0", "--num", "3"])])
+def test_a_network_that_outputs_nan_is_an_error_before_any_file(stylegan_runtime, tmp_path, where, extra):
+    pkl = broken_pickle(tmp_path / f"nan_{where}.pkl", where)
+    out = tmp_path / "out"
+    res = cli("--network", pkl, "--seeds", "5-24", *extra, "--outdir", out)
+    assert res.exit_code == 1, res.output
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"Error: network '{pkl}'") and "NaN or inf" in line, line
+    if "--space" not in extra:
+        assert re.search(r"seed 5\b", line)  # the first bad seed (in Z-space hubness, the first chosen one)
+    assert "your latents" not in line and not out.exists()
+
+
+@pytest.mark.parametrize("psi, message", [("1e300", "overflows the network's float32 arithmetic"),
+                                          ("3e38", "to NaN or inf; use a truncation psi of moderate size")])
+def test_an_overflowing_truncation_names_trunc(tiny_network_pkl, tmp_path, psi, message):
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--trunc", psi, "--outdir", tmp_path / "out")
+    assert res.exit_code == 1
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"Error: --trunc {float(psi):g}") and message in line, line
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------ bad input: one line
+
+
+@pytest.mark.parametrize("extra, message, code", [
+    (["--device", "bogus"], "device 'bogus' is not a torch device", 1),
+    (["--device", "meta"], "device='meta' cannot compute here", 1),
+    (["--outdir", ""], "--outdir is empty", 1),
+    (["--outdir", "/proc/no/such/dir"], "cannot create or open --outdir '/proc/no/such/dir'", 1),
+    (["--seeds", "0-99999999999"], "seed 99999999999 is out of range", 2),
+    (["--seeds", "0-99999999"], "names 100,000,000 seeds", 2),
+    (["--grid", "7"], "--grid '7' is not WxH", 2),
+])
+def test_bad_input_is_one_line_fast_and_writes_nothing(tiny_network_pkl, tmp_path, extra, message, code):
+    args = ["--network", str(tiny_network_pkl), "--seeds", "0-7", "--outdir", str(tmp_path / "out")]
+    for i in range(0, len(extra), 2):
+        if extra[i] in args:
+            args[args.index(extra[i]) + 1] = extra[i + 1]
+        else:
+            args += extra[i:i + 2]
+    t0 = time.time()
+    res = cli(*args) if "--device" in extra else cli(*args, "--device", "cpu")
+    assert res.exit_code == code and time.time() - t0 < 20, res.output
+    lines = res.stderr.strip().splitlines()
+    assert message in lines[-1] and "Traceback" not in res.stderr, res.stderr
+    if code == 1:
+        assert len(lines) == 1 or not lines[-2].strip() or "Loading" in lines[-2]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "").joinpath("seed0000.png").exists()
+
+
+def test_a_pool_larger_than_memory_is_refused_before_allocating(tiny_network_pkl, tmp_path, monkeypatch):
+    from extensions import pools
+    monkeypatch.setattr(pools, "available_memory", lambda device=None: 64 * 2 ** 20)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-999999", "--sampler", "hubness", "--outdir", tmp_path / "o")
+    assert res.exit_code == 1 and not (tmp_path / "o").exists()
+    line = res.stderr.strip().splitlines()[-1]
+    assert "a pool of 1,000,000 latents needs about" in line and "--pool-size" in line
+    need = pools.pool_bytes(10 ** 6, 32, 32, hub=True)
+    assert need > 32 * 2 ** 20 and f"{need / 2 ** 30:.1f} GiB" in line
+
+
+def test_a_full_disk_names_the_real_file_and_leaves_the_folder_as_it_was(tiny_network_pkl, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    args = ["--network", tiny_network_pkl, "--seeds", "0-3", "--outdir", out]
+    assert cli(*args).exit_code == 0
+    before = contents(out)
+    real_save = PIL.Image.Image.save
+
+    calls = []
+
+    def full(self, fp, *a, **k):
+        calls.append(1)
+        if len(calls) == 2:  # seeds 0-3 are kept; seed 4 is staged, seed 5 finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *a, **k)
+
+    monkeypatch.setattr(PIL.Image.Image, "save", full)
+    res = cli(*args[:-3], "0-7", "--outdir", out)
+    assert res.exit_code == 1
+    line = res.stderr.strip().splitlines()[-1]
+    assert f"cannot write '{out / 'seed0005.png'}': No space left on device" in line, line
+    assert contents(out) == before and [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+
+
+def test_seed_ranges_are_counted_before_they_are_built():
+    from extensions.stylegan.cli import parse_seeds
+    t0 = time.time()
+    with pytest.raises(ValueError, match="names 4,294,967,296 seeds"):
+        parse_seeds("0-4294967295")
+    assert time.time() - t0 < 1
+    assert parse_seeds("3,0-2,9").tolist() == [3, 0, 1, 2, 9]
