@@ -239,6 +239,9 @@ def test_an_overflowing_truncation_names_trunc(tiny_network_pkl, tmp_path, psi, 
     (["--seeds", "0-99999999999"], "seed 99999999999 is out of range", 2),
     (["--seeds", "0-99999999"], "names 100,000,000 seeds", 2),
     (["--grid", "7"], "--grid '7' is not WxH", 2),
+    (["--translate", "nan,0"], "must be finite numbers", 1),
+    (["--rotate", "inf"], "must be finite numbers", 1),
+    (["--sampler", "hubness", "--t", "nan"], "--t must be a finite number", 1),
 ])
 def test_bad_input_is_one_line_fast_and_writes_nothing(tiny_network_pkl, tmp_path, extra, message, code):
     args = ["--network", str(tiny_network_pkl), "--seeds", "0-7", "--outdir", str(tmp_path / "out")]

@@ -309,6 +309,9 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
                                                       batch_size, max_pools, k, t, t_lq, truncation_psi, say)
     layout = parse_grid(grid)
     translate = tuple(float(v) for v in translate)
+    if not all(np.isfinite(v) for v in (*translate, float(rotate))):
+        raise HubnessError(f"--translate {','.join(f'{v:g}' for v in translate)} --rotate {float(rotate):g} must be "
+                           f"finite numbers (e.g. --translate 0.3,1 --rotate 10)")
     hub = sampler in HUB_SAMPLERS
 
     with OutputDir(outdir, tool="gen_images_hub", clean=clean) as out:
