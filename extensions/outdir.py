@@ -245,9 +245,9 @@ class OutputDir:
         self.staging.mkdir(exist_ok=True)
         return self.staging / name
 
-    def prepare_staging(self, settings: dict) -> set:
-        """Keep staged files of an interrupted run with the same ``settings`` (returns their names); else
-        empty the staging folder."""
+    def prepare_staging(self, settings: dict, wanted: Iterable[str]) -> set:
+        """Keep the staged files of an interrupted run that made them with the same ``settings`` and that
+        this run wants (returns their names); remove everything else staged."""
         key = self.staging / "settings.json"
         if self.staging.is_dir():
             try:
@@ -258,8 +258,17 @@ class OutputDir:
                 shutil.rmtree(self.staging)
         self.staging.mkdir(exist_ok=True)
         key.write_text(json.dumps(settings, sort_keys=True))
-        return {e.name for e in self.staging.iterdir() if e.is_file() and e.name != "settings.json"
-                and not _TEMP_RE.match(e.name)}
+        wanted, kept = set(wanted), set()
+        for entry in self.staging.iterdir():
+            if entry.name == "settings.json":
+                continue
+            if entry.is_file() and entry.name in wanted and not _TEMP_RE.match(entry.name):
+                kept.add(entry.name)
+            elif entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        return kept
 
     def commit(self, settings: dict, keep: Iterable[str], remove: Iterable[str] = ()) -> dict:
         """Make the staged files the folder's result.

@@ -140,6 +140,21 @@ def test_kill_at_random_points_then_rerun_equals_an_uninterrupted_run(stylegan_r
         assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
 
 
+def test_images_staged_by_a_killed_run_join_only_a_result_that_wants_them(stylegan_runtime, tiny_network_pkl,
+                                                                           tmp_path):
+    out = tmp_path / "out"
+    p = start(["--network", tiny_network_pkl, "--seeds", "0-1999", "--outdir", out], stylegan_runtime.root)
+    assert wait_for_staging(out, p), p.communicate()
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    staged = sorted(q.name for q in (out / STAGING_NAME).iterdir() if q.name.startswith("seed"))
+    assert staged  # same settings, another selection: these must not become part of the next result
+    res = cli("--network", tiny_network_pkl, "--seeds", "1500-1502", "--outdir", out)
+    assert res.exit_code == 0, res.output
+    assert visible(out) == ["latents.npz", "manifest.json", "pool.csv", "seed1500.png", "seed1501.png",
+                            "seed1502.png"]
+
+
 def test_interrupt_exits_130_and_the_rerun_finishes(stylegan_runtime, tiny_network_pkl, tmp_path):
     args = ["--network", tiny_network_pkl, "--seeds", "0-1999", "--noise-mode", "none"]
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):

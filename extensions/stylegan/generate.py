@@ -352,8 +352,9 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
                                                "gen_images_hub")
         damaged = [n for n in names if status[n] == "damaged"]
         if damaged:
-            say(f"note: rendering again {len(damaged)} image(s) whose content no longer matches manifest.json")
-        staged = out.prepare_staging(settings)
+            say(f"note: rendering again {len(damaged)} image(s) that manifest.json lists but that are missing or "
+                f"changed")
+        staged = out.prepare_staging(settings, wanted)
         written = _render_images(adapter, network, selection.seeds, z, w, labels, noise_mode, out,
                                  [n for n in names if status[n] != "ok" and n not in staged], progress)
         meta = dict(render=settings, sampler=selection.sampler, space=space, generator=adapter.kind,
