@@ -330,17 +330,24 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("extra, message", ERRORS, ids=[m[:32] for _, m in ERRORS])
-def test_bad_input_is_one_line_and_writes_nothing(extra, message, bad_files, tiny_network_pkl,
-                                                  tiny_conditional_pkl, tmp_path):
-    fill = dict(d=bad_files, cond=tiny_conditional_pkl)
-    extra = [e.format(**fill) for e in extra]
-    args = ["--network", str(tiny_network_pkl), "--seeds", "0-7", "--outdir", str(tmp_path / "out")]
+def with_options(args, extra):
+    """``args`` with the option/value pairs of ``extra`` replacing or joining its own."""
+    args = list(args)
     for i in range(0, len(extra), 2):
         if extra[i] in args:
             args[args.index(extra[i]) + 1] = extra[i + 1]
         else:
             args += extra[i:i + 2]
+    return args
+
+
+@pytest.mark.parametrize("extra, message", ERRORS, ids=[m[:32] for _, m in ERRORS])
+def test_bad_input_is_one_line_and_writes_nothing(extra, message, bad_files, tiny_network_pkl,
+                                                  tiny_conditional_pkl, tmp_path):
+    fill = dict(d=bad_files, cond=tiny_conditional_pkl)
+    extra = [e.format(**fill) for e in extra]
+    args = with_options(["--network", str(tiny_network_pkl), "--seeds", "0-7", "--outdir", str(tmp_path / "out")],
+                        extra)
     if torch.cuda.is_available() and "cuda" in " ".join(extra):
         pytest.skip("CUDA is available here")
     res = cli(*args, env={"DNNLIB_CACHE_DIR": str(bad_files / "cache")})

@@ -23,7 +23,7 @@ import torch
 
 import tiny_networks
 from extensions.outdir import LOCK_INFO_NAME, STAGING_NAME, OutputDir
-from test_gen_images_hub import SCRIPT, cli, official_image, png
+from test_gen_images_hub import SCRIPT, cli, official_image, png, with_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -259,12 +259,8 @@ def test_an_overflowing_truncation_names_trunc(tiny_network_pkl, tmp_path, psi, 
     (["--sampler", "hubness", "--t", "nan"], "--t must be a finite number", 1),
 ])
 def test_bad_input_is_one_line_fast_and_writes_nothing(tiny_network_pkl, tmp_path, extra, message, code):
-    args = ["--network", str(tiny_network_pkl), "--seeds", "0-7", "--outdir", str(tmp_path / "out")]
-    for i in range(0, len(extra), 2):
-        if extra[i] in args:
-            args[args.index(extra[i]) + 1] = extra[i + 1]
-        else:
-            args += extra[i:i + 2]
+    args = with_options(["--network", str(tiny_network_pkl), "--seeds", "0-7", "--outdir", str(tmp_path / "out")],
+                        extra)
     t0 = time.time()
     res = cli(*args) if "--device" in extra else cli(*args, "--device", "cpu")
     assert res.exit_code == code and time.time() - t0 < 20, res.output
