@@ -1,21 +1,32 @@
 """calc_metrics under any sampler: option handling, the metrics/ folder beside a checkout, and (with
 STYLEGAN3_DIR) the patched official calc_metrics.py end to end on a tiny network and detector."""
 
+import errno
 import json
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 
+import click
 import numpy as np
 import pytest
 import torch
 
 import tiny_networks
-from extensions.metrics import MetricError
-from extensions.metrics.calc_metrics_cli import build_config, calc_metrics_options, worker_device
+from extensions import HubnessError, ThresholdUnreachableError
+from extensions.metrics import DetectorUnavailableError, MetricError, SamplerSpec
+from extensions.metrics.calc_metrics_cli import (build_config, calc_metrics_options, error_line, spawn,
+                                                 unreachable_advice, worker_device)
+from extensions.metrics.errors import real_path
 from extensions.metrics.stylegan_hooks import ENTRIES_FILE, hub_spec, official_spec
+from extensions.pools import SeedPools, seed_latents
+from extensions.samplers import make_sampler
+from reference import brute_knn
 
 REPO = tiny_networks.REPO_ROOT
 
@@ -90,6 +101,112 @@ def test_the_entries_folder_never_shadows_a_checkouts_metrics_package(tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == "checkout", out.stderr
 
 
+# ----------------------------------------------------------------------------------- one-line errors
+
+def largest_m(pool_size, pools, k, z_dim):
+    """Largest hub value over the first ``pools`` pools of consecutive seeds, by brute force."""
+    best = 0
+    for p in range(pools):
+        idx, _ = brute_knn(seed_latents(range(p * pool_size, (p + 1) * pool_size), z_dim).astype(np.float32), k)
+        best = max(best, int(np.bincount(idx.ravel(), minlength=pool_size).max()))
+    return best
+
+
+def test_an_unreachable_threshold_becomes_one_line_naming_the_options():
+    pools = SeedPools(8, 200)
+    with pytest.raises(ThresholdUnreachableError) as info:  # three pools without a match stop the search
+        make_sampler("hubness", k=5, t=1000, max_pools=50).sample(pools, 50)
+    line = error_line(info.value, build_config(["fid2k_hub"], t=1000, pool_size=200))
+    assert "\n" not in line and line.startswith("hubness sampler collected 0 of 50 latents after 3 pool(s) of 200")
+    assert f"largest m seen: {largest_m(200, 3, 5, 8)})" in line
+    # The engine's advice in library terms is replaced by the calc_metrics options.
+    assert line.endswith("; lower --t (to at most the largest m seen), raise --pool-size or --max-pools, or pass "
+                         "--top Q to take the Q largest hub values of every pool")
+    assert "lower t," not in line
+
+
+def test_an_exhausted_top_sampler_names_top_and_max_pools():
+    with pytest.raises(ThresholdUnreachableError) as info:
+        make_sampler("hubness", k=5, top=10, max_pools=2).sample(SeedPools(8, 200), 50)
+    line = error_line(info.value, build_config(["fid2k_hub"], top=10, max_pools=2, pool_size=200))
+    assert "collected 20 of 50 latents after 2 pool(s)" in line and line.endswith("; raise --top or --max-pools")
+    assert "--t-lq" in unreachable_advice(SamplerSpec("hubness-lq"))
+
+
+def test_error_line_keeps_fixable_failures_and_leaves_bugs_alone():
+    assert error_line(MetricError("detector /x/y.pkl holds a dict,\n  not a torch module")) == \
+        "detector /x/y.pkl holds a dict, not a torch module"
+    assert error_line(DetectorUnavailableError("copy it to /c/downloads/x.pkl")) == "copy it to /c/downloads/x.pkl"
+    assert error_line(HubnessError("k = 0")) == "k = 0"
+    for bug in (ValueError("x"), RuntimeError("y"), KeyError("z"), TypeError("w")):
+        assert error_line(bug) is None
+
+
+def test_real_path_maps_the_checkouts_temporary_files_to_their_targets():
+    hex_ = uuid.uuid4().hex
+    # dnnlib.util.open_url: <cache>/downloads/tmp_<hex>_<md5>_<name>; metric_utils: <cache file>.<hex>
+    assert real_path(f"/c/downloads/tmp_{hex_}_abc_vgg16.pkl") == "/c/downloads/abc_vgg16.pkl"
+    assert real_path(f"/c/gan-metrics/data-vgg16-{hex_}.pkl.{hex_}") == f"/c/gan-metrics/data-vgg16-{hex_}.pkl"
+    for path in ("/r/network-snapshot-000000.pkl", "/r/tmp_x_y.pkl", f"/r/{hex_}.pkl"):
+        assert real_path(path) == path
+
+
+def _cannot_create_in(folder):
+    try:
+        with open(os.path.join(folder, f".probe-{uuid.uuid4().hex[:8]}"), "wb") as f:
+            os.remove(f.name)
+        return False
+    except OSError:
+        return True
+
+
+needs_unwritable_sys = pytest.mark.skipif(not (os.path.isdir("/sys") and _cannot_create_in("/sys")),
+                                          reason="needs /sys, where not even root can create files")
+
+
+@needs_unwritable_sys
+def test_os_errors_name_the_real_file_and_what_to_do(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.symlink("/sys", cache / "gan-metrics")  # a statistics folder nobody can write to
+    monkeypatch.setenv("DNNLIB_CACHE_DIR", str(cache))
+    target = cache / "gan-metrics" / "data-inception-2015-12-05-0123.pkl"
+    with pytest.raises(PermissionError) as info:  # what metric_utils does when it saves statistics
+        open(f"{target}.{uuid.uuid4().hex}", "wb")
+    line = error_line(info.value)
+    assert line.startswith(f"Permission denied: {target}; let this user read {target} and write to {target.parent}")
+    assert line.endswith(f"or set DNNLIB_CACHE_DIR to a writable folder (the cache is {cache})")
+    outside = tmp_path / "run" / "metric-fid2k.jsonl"
+    outside.mkdir(parents=True)
+    with pytest.raises(IsADirectoryError) as info:
+        open(outside, "at")
+    assert error_line(info.value) == f"Is a directory: {outside}; {outside} is a folder where a file is needed; " \
+                                     f"move that folder away"
+    assert error_line(OSError(errno.EIO, "Input/output error")) == "OSError: Input/output error"
+
+
+def _fail_in_click(rank, message):
+    raise click.ClickException(f"{message} from rank {rank}")
+
+
+def _fail_with_a_bug(rank):
+    raise ValueError(f"a bug in rank {rank}")
+
+
+def _write_rank(rank, folder):
+    (folder / f"rank{rank}").write_text(str(rank))
+
+
+def test_spawn_carries_a_workers_one_line_error_out_and_nothing_else(tmp_path):
+    spawn(_write_rank, args=(tmp_path,), nprocs=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0", "rank1"]
+    with pytest.raises(click.ClickException) as info:
+        spawn(_fail_in_click, args=("stop",), nprocs=2)
+    assert re.fullmatch(r"stop from rank [01]", info.value.format_message())
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException, match=r"ValueError: a bug in rank [01]"):
+        spawn(_fail_with_a_bug, nprocs=2)
+
+
 # ------------------------------------------------------------------------- the patched calc_metrics
 
 HARNESS = textwrap.dedent('''
@@ -143,10 +260,12 @@ NETWORK = textwrap.dedent('''
     import tiny_networks
     tiny_networks.use_runtime(Path(sys.argv[1]))
     import tiny_detector
-    run_dir, det_dir = Path(sys.argv[2]), Path(sys.argv[3])
+    run_dir, det_dir, swapped = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
     tiny_networks.write_network_pickle(run_dir / "network-snapshot-000000.pkl", seed=0)
     (run_dir / "training_options.json").write_text(json.dumps(dict(note="tiny")))
     tiny_detector.write_detectors(det_dir)
+    swapped.mkdir()  # VGG16's width under Inception's name
+    tiny_detector.write_detector(swapped / "inception-2015-12-05.pkl", num_features=4096)
 ''')
 
 
@@ -169,9 +288,9 @@ def patched(stylegan3_checkout, tmp_path_factory):
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     (checkout / "hub_harness.py").write_text(HARNESS)
-    run_dir, det_dir, data = root / "run", root / "detectors", root / "data"
+    run_dir, det_dir, data, swapped = root / "run", root / "detectors", root / "data", root / "swapped"
     run_dir.mkdir()
-    made = tiny_networks.run_python(["-c", NETWORK, checkout, run_dir, det_dir], timeout=300,
+    made = tiny_networks.run_python(["-c", NETWORK, checkout, run_dir, det_dir, swapped], timeout=300,
                                     PYTHONPATH=python_path(site))
     assert made.returncode == 0, made.stderr
     data.mkdir()
@@ -180,15 +299,28 @@ def patched(stylegan3_checkout, tmp_path_factory):
     for i in range(48):  # smooth colour fields, 16x16 like the network's output
         small = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
         PIL.Image.fromarray(small).resize((16, 16), PIL.Image.BILINEAR).save(data / f"img{i:03d}.png")
-    return dict(root=root, checkout=checkout, site=site, run_dir=run_dir, detectors=det_dir, data=data)
+    return dict(root=root, checkout=checkout, site=site, run_dir=run_dir, detectors=det_dir, data=data,
+                swapped=swapped)
 
 
-def calc_metrics(patched, *args, timeout=400):
-    common = [f"--network={patched['run_dir'] / 'network-snapshot-000000.pkl'}", f"--data={patched['data']}",
-              "--verbose=false"]
+def calc_metrics(patched, *args, timeout=400, cache=None, network=None):
+    network = network or patched["run_dir"] / "network-snapshot-000000.pkl"
+    common = [f"--network={network}", f"--data={patched['data']}", "--verbose=false"]
     return tiny_networks.run_python(["hub_harness.py", *common, *args], cwd=patched["checkout"], timeout=timeout,
                                     PYTHONPATH=python_path(patched["site"], patched["checkout"]),
-                                    DNNLIB_CACHE_DIR=patched["root"] / "dnnlib-cache")
+                                    DNNLIB_CACHE_DIR=cache or patched["root"] / "dnnlib-cache")
+
+
+def one_line_error(done):
+    """The error line of a failed run, after checking it failed with exactly one such line and no traceback.
+
+    calc_metrics routes stderr into stdout (dnnlib.util.Logger), so both are read; warnings may precede it.
+    """
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output, output[-5000:]
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output[-5000:]
+    return errors[0]
 
 
 def jsonl(patched, metric):
@@ -243,10 +375,83 @@ def test_option_errors_and_missing_detectors_say_what_to_do(patched):
     done = calc_metrics(patched, "--metrics=fid2k_hub", "--sampler=truncation")
     assert done.returncode == 2 and "--trunc 0.7" in done.stdout + done.stderr
     done = calc_metrics(patched, "--metrics=kid300", "--sampler=random")  # no --detector, no internet
-    output = done.stdout + done.stderr
-    assert done.returncode != 0 and "DetectorUnavailableError" in output
-    assert "inception-2015-12-05.pkl" in output and "--detector" in output
-    assert str(patched["root"] / "dnnlib-cache" / "downloads") in output
+    line = one_line_error(done)
+    assert line.startswith("Error: kid300: could not download the feature detector 'inception-2015-12-05'")
+    assert "--detector=/path/to/inception-2015-12-05.pkl" in line
+    cached = re.search(r"copy it to (\S+) ", line)[1]
+    assert cached.startswith(str(patched["root"] / "dnnlib-cache" / "downloads" / ""))
+    assert cached.endswith("_inception-2015-12-05.pkl")
+
+
+@pytest.mark.needs_stylegan3
+def test_an_unreachable_hub_value_threshold_is_one_line(patched):
+    done = calc_metrics(patched, "--metrics=fid2k_hub", "--t=1000", "--pool-size=500",
+                        f"--detector={patched['detectors']}")
+    line = one_line_error(done)
+    assert line.startswith("Error: fid2k_hub: hubness sampler collected 0 of 2000 latents after 3 pool(s) of 500 "
+                           "(m >= 1000, k = 5; largest m seen: ")
+    m = int(re.search(r"largest m seen: (\d+)\)", line)[1])
+    assert 5 <= m < 500  # at least k (the mean), and a real count of k-NN lists
+    assert "lower --t" in line and "--top Q" in line and "--pool-size" in line
+
+
+@pytest.mark.needs_stylegan3
+def test_a_detector_that_is_not_a_pickle_is_named(patched, tmp_path):
+    bad = tmp_path / "inception-2015-12-05.pkl"
+    bad.write_bytes(b"<html>Sign in to download</html>")
+    line = one_line_error(calc_metrics(patched, "--metrics=kid300", f"--detector={bad}"))
+    assert line.startswith(f"Error: kid300: detector {bad} is not a pickle that loads (")
+    assert "pass the detector file itself (inception-2015-12-05.pkl" in line and "--detector" in line
+
+
+@pytest.mark.needs_stylegan3
+@pytest.mark.parametrize("kind", ["dict", "module", "swapped"])
+def test_a_detector_of_the_wrong_kind_is_named(patched, tmp_path, kind):
+    if kind == "swapped":
+        path = patched["swapped"] / "inception-2015-12-05.pkl"
+        option = f"--detector={path}"
+        expected = (f"detector {path} gives 4096 features per image like vgg16.pkl, but inception-2015-12-05 "
+                    f"(2048 features) is needed here; pass the genuine inception-2015-12-05.pkl with --detector")
+    else:
+        path = tmp_path / f"{kind}.pkl"
+        with open(path, "wb") as f:
+            pickle.dump({"G_ema": None} if kind == "dict" else torch.nn.Linear(3, 4), f)
+        option = f"--detector=inception-2015-12-05={path}"
+        expected = (f"detector {path} holds a dict, not a torch module" if kind == "dict" else
+                    f"detector {path} is not a stylegan3 feature detector: calling it on uint8 images with "
+                    f"return_features=True raised TypeError")
+    line = one_line_error(calc_metrics(patched, "--metrics=kid300", option))
+    assert line.startswith(f"Error: kid300: {expected}")
+
+
+@pytest.mark.needs_stylegan3
+@needs_unwritable_sys
+def test_an_unwritable_statistics_cache_names_the_cache_file_not_its_temporary(patched, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.symlink("/sys", cache / "gan-metrics")
+    line = one_line_error(calc_metrics(patched, "--metrics=kid300", f"--detector={patched['detectors']}",
+                                       cache=cache))
+    # metric_utils saves <cache>/gan-metrics/<tag>.pkl through <that>.<uuid hex>
+    match = re.fullmatch(r"Error: kid300: Permission denied: (\S+); let this user read \1 and write to (\S+), "
+                         r"or set DNNLIB_CACHE_DIR to a writable folder \(the cache is (\S+)\)", line)
+    assert match, line
+    assert match[1].startswith(str(cache / "gan-metrics" / ""))
+    assert re.search(r"-inception-2015-12-05-[0-9a-f]{32}\.pkl$", match[1])  # the cache file, no .<hex> suffix
+    assert match[2] == str(cache / "gan-metrics") and match[3] == str(cache)
+
+
+@pytest.mark.needs_stylegan3
+def test_an_unwritable_result_file_is_one_line(patched, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(patched["run_dir"], run_dir, ignore=shutil.ignore_patterns("*.jsonl"))
+    (run_dir / "metric-kid300.jsonl").mkdir()
+    done = calc_metrics(patched, "--metrics=kid300", f"--detector={patched['detectors']}",
+                        network=run_dir / "network-snapshot-000000.pkl")
+    line = one_line_error(done)
+    target = run_dir / "metric-kid300.jsonl"
+    assert line == f"Error: kid300: Is a directory: {target}; {target} is a folder where a file is needed; " \
+                   f"move that folder away"
 
 
 @pytest.mark.needs_stylegan3

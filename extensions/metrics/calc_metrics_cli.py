@@ -2,22 +2,34 @@
 
 ``patches/calc_metrics.patch`` adds :func:`calc_metrics_options` to the command, calls :func:`configure`
 before the metric names are validated (which also registers the hub entries) and :func:`install` in
-every worker process, and takes the worker's device from :func:`worker_device`.
+every worker process, takes the worker's device from :func:`worker_device` and starts ``--gpus > 1``
+workers with :func:`spawn`.
+
+Failures a user can fix (an unreachable hub-value threshold, a detector that is missing offline or is
+not a detector, an OSError) end the run with one line that says what to do (:func:`error_line`), as a
+:class:`click.ClickException` raised in the worker; :func:`spawn` carries it out of worker processes.
+Anything else keeps its traceback.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
+import os
+import tempfile
+from typing import Optional
 
 import click
 import torch
 
-from .._checks import HubnessError
+from .._checks import HubnessError, ThresholdUnreachableError
 from ..stylegan.generate import KNN_BACKENDS, SAMPLER_NAMES
-from .detectors import parse_detector_option
-from .errors import MetricError
+from . import stylegan_hooks
+from .detectors import download_cache_dir, parse_detector_option
+from .errors import DetectorUnavailableError, MetricError, os_error_message
 from .generator_features import SamplerSpec
-from .stylegan_hooks import OWN_LATENT_PREFIXES, install, make_config, official_spec
+from .stylegan_hooks import OWN_LATENT_PREFIXES, hub_spec, make_config, official_spec
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +116,112 @@ def configure(ctx: click.Context, metrics, **options) -> dict:
     return config
 
 
+def install(config: Optional[dict] = None) -> None:
+    """:func:`~extensions.metrics.stylegan_hooks.install`, with ``metric_main.calc_metric`` and
+    ``report_metric`` turning the failures of :func:`error_line` into one-line click errors."""
+    stylegan_hooks.install(config)
+    metric_main = importlib.import_module("metrics.metric_main")
+    for name, metric_of in (("calc_metric", lambda metric, **_: metric),
+                            ("report_metric", lambda result_dict, *_, **__: result_dict.get("metric"))):
+        function = getattr(metric_main, name)
+        if not getattr(function, "_one_line_errors", False):
+            setattr(metric_main, name, _one_line_errors(function, metric_of))
+
+
+def _one_line_errors(function, metric_of):
+    """``function`` raising click errors for the failures of :func:`error_line`, prefixed with the metric
+    name that ``metric_of(*args, **kwargs)`` finds in its arguments."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as exc:
+            line = error_line(exc)
+            if line is None:
+                raise
+            try:
+                metric = metric_of(*args, **kwargs)
+            except (TypeError, AttributeError):
+                metric = None
+            raise click.ClickException(f"{metric}: {line}" if metric else line) from exc
+
+    wrapper._one_line_errors = True
+    return wrapper
+
+
+def unreachable_advice(spec: SamplerSpec) -> str:
+    """What to change on the calc_metrics command line when ``spec``'s sampler runs out of pools."""
+    if spec.name == "hubness-lq":
+        return "raise --t-lq, or raise --pool-size or --max-pools"
+    if spec.top is not None:
+        return "raise --top or --max-pools"
+    return ("lower --t (to at most the largest m seen), raise --pool-size or --max-pools, or pass --top Q to take "
+            "the Q largest hub values of every pool")
+
+
+def error_line(exc: BaseException, config: Optional[dict] = None) -> Optional[str]:
+    """One line for a failure the user can fix, or None (the error is a bug and keeps its traceback).
+
+    Parameters
+    ----------
+    exc : BaseException
+        ThresholdUnreachableError (the sampler's diagnosis, then the options to change), HubnessError
+        (MetricError: e.g. a file that is not a detector), DetectorUnavailableError, or OSError (the real
+        file, not a temporary one, and what to do).
+    config : dict, optional
+        The hook configuration; default the one installed in this process.
+    """
+    if isinstance(exc, ThresholdUnreachableError):
+        config = stylegan_hooks.active_config() if config is None else config
+        spec = hub_spec(config)  # the failing sampler: a hub sampler is the hub entries' one too
+        text = " ".join(str(exc).split())
+        library_advice = _library_advice(spec)
+        if library_advice and text.endswith("; " + library_advice):
+            text = text[: -len(library_advice) - 2]
+        return f"{text}; {unreachable_advice(spec)}"
+    if isinstance(exc, (HubnessError, DetectorUnavailableError)):
+        return " ".join(str(exc).split())
+    if isinstance(exc, OSError):
+        return os_error_message(exc, os.path.dirname(download_cache_dir()))
+    return None
+
+
+def _library_advice(spec: SamplerSpec) -> Optional[str]:
+    """The advice the engine's sampler appends (in library terms), to be replaced by option names."""
+    from ..samplers import make_sampler
+    try:
+        return make_sampler(spec.name, **spec.sampler_params()).advice()
+    except (HubnessError, TypeError):
+        return None
+
+
+def spawn(fn, args=(), nprocs: int = 1) -> None:
+    """``torch.multiprocessing.spawn(fn, args, nprocs)``, where a worker's click error stays one line.
+
+    A worker that raises :class:`click.ClickException` leaves its message behind; the parent raises it
+    again (the lowest rank's) instead of the worker's traceback. Other failures propagate unchanged.
+    """
+    with tempfile.TemporaryDirectory(prefix="calc-metrics-") as folder:
+        try:
+            torch.multiprocessing.spawn(fn=_spawned, args=(fn, folder, tuple(args)), nprocs=nprocs)
+        except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException):
+            messages = sorted(name for name in os.listdir(folder) if name.startswith("error-"))
+            if not messages:
+                raise
+            with open(os.path.join(folder, messages[0]), encoding="utf-8") as f:
+                message = f.read()
+            raise click.ClickException(message) from None
+
+
+def _spawned(rank: int, fn, folder: str, args: tuple) -> None:
+    try:
+        fn(rank, *args)
+    except click.ClickException as exc:
+        with open(os.path.join(folder, f"error-{rank:05d}.txt"), "w", encoding="utf-8") as f:
+            f.write(exc.format_message())
+        raise
+
+
 def worker_device(rank: int) -> torch.device:
     """The device of calc_metrics worker ``rank``: ``cuda:rank`` when CUDA is available, else the CPU."""
     if torch.cuda.is_available():
@@ -112,4 +230,5 @@ def worker_device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-__all__ = ["calc_metrics_options", "build_config", "configure", "install", "worker_device", "OPTION_NAMES"]
+__all__ = ["calc_metrics_options", "build_config", "configure", "install", "error_line", "spawn", "worker_device",
+           "OPTION_NAMES"]

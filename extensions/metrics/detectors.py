@@ -11,7 +11,9 @@ access. Here a detector URL is resolved, in order, to
    file ``<md5 of the URL>_<anything>``), where stylegan3 itself looks first;
 4. a download; when it fails, :class:`DetectorUnavailableError` says which file to put where.
 
-Both formats load: stylegan3's pickles and stylegan2-ada's TorchScript ``.pt`` archives.
+Both formats load: stylegan3's pickles and stylegan2-ada's TorchScript ``.pt`` archives. A file that is
+neither, or that holds something other than a feature network, is a :class:`MetricError` naming it
+(:func:`load_detector_file`, :func:`check_detector`).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import re
 import shutil
 import tempfile
 import urllib.request
+import uuid
 import warnings
 import zipfile
 from typing import Iterable, Optional
 
 import torch
 
-from .errors import DetectorUnavailableError, MetricError
+from .errors import DetectorUnavailableError, MetricError, real_path
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/
 INCEPTION_URL = _NGC + "inception-2015-12-05.pkl"
 VGG16_URL = _NGC + "vgg16.pkl"
 DETECTOR_SUFFIXES = (".pkl", ".pt")
+#: Features per image (``return_features=True``) of the genuine detectors, by name.
+FEATURE_DIMS = {"inception-2015-12-05": 2048, "vgg16": 4096}
 
 _registered: dict[str, str] = {}
 
@@ -133,7 +138,8 @@ def locate_detector(url: str, files: Optional[dict[str, str]] = None) -> Optiona
     if not _is_url(url) or url.startswith("file://"):
         path = url[len("file://"):] if url.startswith("file://") else url
         if not os.path.isfile(path):
-            raise DetectorUnavailableError(f"detector file {path} does not exist")
+            raise DetectorUnavailableError(f"detector file {path} does not exist; pass an existing detector "
+                                           f"pickle with --detector")
         return path
     md5 = hashlib.md5(url.encode("utf-8")).hexdigest()
     cached = glob.glob(os.path.join(download_cache_dir(), md5 + "_*"))
@@ -149,6 +155,19 @@ def _unavailable(url: str, reason: str) -> DetectorUnavailableError:
         f"{cache_path(url)} (dnnlib's download cache; DNNLIB_CACHE_DIR moves it)")
 
 
+def _root_reason(exc: BaseException) -> str:
+    """``Type: message`` of an error, the message taken from its innermost cause: network libraries nest
+    the one telling part (``[Errno -2] Name or service not known``) several wrappers deep."""
+    root, seen = exc, {id(exc)}
+    while True:
+        inner = root.__cause__ or root.__context__
+        if inner is None or id(inner) in seen:
+            break
+        root, seen = inner, seen | {id(inner)}
+    message = str(root) or str(exc)
+    return " ".join(f"{type(exc).__name__}: {message}".split())
+
+
 def _download(url: str, verbose: bool) -> str:
     """Download into the cache (via dnnlib when importable, as stylegan3 does) and return the file path."""
     try:
@@ -160,37 +179,129 @@ def _download(url: str, verbose: bool) -> str:
             return dnnlib.util.open_url(url, verbose=verbose, return_filename=True)
         target = cache_path(url)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with urllib.request.urlopen(url, timeout=60) as res, tempfile.NamedTemporaryFile(
-                dir=os.path.dirname(target), delete=False) as tmp:
-            shutil.copyfileobj(res, tmp)
-        os.replace(tmp.name, target)
+        temp = os.path.join(os.path.dirname(target), f"tmp_{uuid.uuid4().hex}_{os.path.basename(target)}")  # as dnnlib
+        try:
+            with urllib.request.urlopen(url, timeout=60) as res, open(temp, "wb") as out:
+                shutil.copyfileobj(res, out)
+            os.replace(temp, target)
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)
         return target
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # network errors come in many types (requests, urllib, socket, OSError)
-        raise _unavailable(url, f"{type(exc).__name__}: {exc}") from exc
+        filename = getattr(exc, "filename", None)
+        if isinstance(exc, OSError) and filename:  # the download arrived; the cache folder refused it
+            path, file = real_path(filename), url.split("/")[-1]
+            raise DetectorUnavailableError(
+                f"could not save the downloaded feature detector to {path} ({exc.strerror or exc}); make "
+                f"{os.path.dirname(path)} writable, set DNNLIB_CACHE_DIR to a writable folder, or pass the file "
+                f"with --detector=/path/to/{file}") from exc
+        raise _unavailable(url, _root_reason(exc)) from exc
 
 
-def load_detector_file(path: str) -> torch.nn.Module:
+def _genuine(name: str) -> str:
+    """The genuine detector file for a detector name."""
+    return f"{name}.pkl" if name in FEATURE_DIMS else "inception-2015-12-05.pkl or vgg16.pkl"
+
+
+def load_detector_file(path: str, name: Optional[str] = None) -> torch.nn.Module:
     """Load a detector file: a pickle (stylegan3) or a TorchScript archive (stylegan2-ada ``.pt``).
 
     Pickles of stylegan3 detectors hold ``torch_utils.persistence`` classes, so ``torch_utils`` of a
-    checkout (or of the stylegan2-ada runtime) must be importable.
+    checkout (or of the stylegan2-ada runtime) must be importable. ``name`` is the detector asked for
+    (default: the file's own name); error messages name its genuine file.
+
+    Raises
+    ------
+    MetricError
+        The file is neither a pickle nor a TorchScript archive, or holds no torch module; the message
+        names the file. (OSError when it cannot be read.)
     """
+    fix = (f"pass the detector file itself ({_genuine(name or detector_name(path))}, as stylegan3 or stylegan2-ada "
+           f"download it) with --detector")
     if zipfile.is_zipfile(path):
-        with warnings.catch_warnings():  # TorchScript is deprecated, but it is what stylegan2-ada ships
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(path, map_location="cpu").eval()
+        try:
+            with warnings.catch_warnings():  # TorchScript is deprecated, but it is what stylegan2-ada ships
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(path, map_location="cpu").eval()
+        except (RuntimeError, ValueError) as exc:  # a zip file, but not a TorchScript archive
+            raise MetricError(f"detector {path} is a zip file but not a TorchScript archive "
+                              f"({_root_reason(exc)[:200]}); {fix}") from exc
     with open(path, "rb") as f:
         try:
             module = pickle.load(f)
         except ModuleNotFoundError as exc:
             raise MetricError(f"detector {path} needs module {exc.name!r} to unpickle; put a stylegan3 or "
                               f"stylegan2-ada checkout on sys.path (its torch_utils)") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # pickle reports a foreign or damaged file in many types
+            raise MetricError(f"detector {path} is not a pickle that loads ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]}); {fix}") from exc
     if not isinstance(module, torch.nn.Module):
-        raise MetricError(f"detector {path} holds a {type(module).__name__}, not a torch module; "
-                          f"pass the detector pickle itself (e.g. inception-2015-12-05.pkl)")
+        raise MetricError(f"detector {path} holds a {type(module).__name__}, not a torch module; {fix}")
     return module
+
+
+def check_detector(module: torch.nn.Module, path: str, url: str, device=torch.device("cpu")) -> int:
+    """Check that ``module`` (loaded from ``path`` for ``url``) works as stylegan3's metrics call it.
+
+    One call on two small uint8 images with ``return_features=True`` must give finite features of shape
+    (2, d). The genuine detectors resize their input, so any image size works; a detector of the other
+    kind (the VGG16 file where the Inception one is asked for, or the reverse) is recognised by d.
+
+    Returns
+    -------
+    int
+        d, the features per image.
+
+    Raises
+    ------
+    MetricError
+        Naming the file, what it did, and the file to pass instead.
+    """
+    name = detector_name(url)
+    fix = f"pass the genuine {_genuine(name)} with --detector"
+    images = torch.arange(2 * 3 * 64 * 64, dtype=torch.int64).reshape(2, 3, 64, 64).mul(37).remainder(256)
+    images = images.to(device=device, dtype=torch.uint8)
+    try:
+        with torch.no_grad():
+            out = module(images, return_features=True)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as exc:  # whatever a foreign module does with these arguments
+        raise MetricError(f"detector {path} is not a stylegan3 feature detector: calling it on uint8 images "
+                          f"with return_features=True raised {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:200]}; {fix}") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(images):
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+        raise MetricError(f"detector {path} is not a stylegan3 feature detector: for 2 images it returned {got}, "
+                          f"not features of shape (2, d); {fix}")
+    dim = int(out.shape[1])
+    for other, other_dim in FEATURE_DIMS.items():
+        if other != name and dim == other_dim and FEATURE_DIMS.get(name, dim) != dim:
+            raise MetricError(f"detector {path} gives {dim} features per image like {other}.pkl, but "
+                              f"{name} ({FEATURE_DIMS[name]} features) is needed here; {fix}")
+    if not torch.isfinite(out).all():
+        raise MetricError(f"detector {path} returned non-finite features (NaN or inf); {fix}")
+    return dim
+
+
+def detector_path(url: str, *, files: Optional[dict[str, str]] = None, verbose: bool = False) -> str:
+    """The local file of a detector URL or path: found (see the module docstring) or downloaded.
+
+    Raises
+    ------
+    DetectorUnavailableError
+        Not available locally and the download failed; the message says which file to put where.
+    """
+    path = locate_detector(url, files)
+    if path is None:
+        return _download(url, verbose)
+    log.info("feature detector %s from %s", detector_name(url), path)
+    return path
 
 
 def open_detector(url: str, *, files: Optional[dict[str, str]] = None, verbose: bool = False) -> torch.nn.Module:
@@ -207,10 +318,7 @@ def open_detector(url: str, *, files: Optional[dict[str, str]] = None, verbose: 
     ------
     DetectorUnavailableError
         Not available locally and the download failed; the message says which file to put where.
+    MetricError
+        The file is not a detector (see :func:`load_detector_file`).
     """
-    path = locate_detector(url, files)
-    if path is None:
-        path = _download(url, verbose)
-    else:
-        log.info("feature detector %s from %s", detector_name(url), path)
-    return load_detector_file(path)
+    return load_detector_file(detector_path(url, files=files, verbose=verbose))

@@ -4,8 +4,8 @@
 process only:
 
 * ``metric_utils.get_feature_detector`` load detectors through :mod:`.detectors` (local files given with
-  ``--detector``, the download cache, or a download whose failure says which file to put where), keeping
-  the checkout's per-(url, device) cache;
+  ``--detector``, the download cache, or a download whose failure says which file to put where) and
+  check that each works as a feature detector, keeping the checkout's per-(url, device) cache;
 * ``metric_utils.compute_feature_stats_for_generator`` draw its latents from the chosen sampler when one
   was chosen (``--sampler`` or ``--trunc``), so every FID / KID / PR / IS metric runs under any sampler;
   without one it is the checkout's own loop, untouched;
@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from .detectors import open_detector, register_detector_files
+from .detectors import check_detector, detector_name, detector_path, load_detector_file, register_detector_files
 from .errors import MetricError
 from .generator_features import SamplerSpec, dataset_labels, generator_features
 
@@ -157,7 +157,8 @@ def load_entries():
 # --------------------------------------------------------------------------------------------- the hooks
 
 def get_feature_detector(url, device=torch.device("cpu"), num_gpus=1, rank=0, verbose=False):
-    """``metric_utils.get_feature_detector`` through :func:`~extensions.metrics.detectors.open_detector`."""
+    """``metric_utils.get_feature_detector`` through :mod:`.detectors`: a local file or a download, loaded
+    and checked (:func:`~extensions.metrics.detectors.check_detector`); MetricError names a bad file."""
     _, metric_utils = _metrics_modules()
     cache = metric_utils._feature_detector_cache
     key = (url, device)
@@ -165,7 +166,10 @@ def get_feature_detector(url, device=torch.device("cpu"), num_gpus=1, rank=0, ve
         leader = rank == 0
         if not leader and num_gpus > 1:
             torch.distributed.barrier()  # the leader downloads first
-        cache[key] = open_detector(url, verbose=verbose and leader).to(device)
+        path = detector_path(url, verbose=verbose and leader)
+        detector = load_detector_file(path, detector_name(url)).to(device)
+        check_detector(detector, path, url, device)
+        cache[key] = detector
         if leader and num_gpus > 1:
             torch.distributed.barrier()
     return cache[key]
