@@ -7,9 +7,9 @@ import logging
 
 import click
 
-from extensions._checks import HubnessError
+from extensions._checks import HubnessError, resolve_device
 from extensions.digits import NETWORK_NAME, is_embedded, load_any_network
-from extensions.report import hubness_report
+from extensions.report import GridShape, check_outdir, hubness_report
 
 
 @click.command()
@@ -27,8 +27,8 @@ from extensions.report import hubness_report
 @click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=1, show_default=True,
               help="Low-quality threshold: m <= t_lq")
 @click.option("--psi", type=float, default=0.7, show_default=True, help="Truncation psi of the Fig. 9 comparison")
-@click.option("--grid", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Images per grid of the high- vs low-quality figure")
+@click.option("--grid", type=GridShape(), default="8x8", show_default=True,
+              help="Columns x rows (WxH, as gen_video.py) of each grid of the high- vs low-quality figure")
 @click.option("--include-self", is_flag=True, default=False,
               help="Count each latent as its own neighbour (the authors' reference code)")
 @click.option("--space", type=click.Choice(["w", "z"]), default=None,
@@ -44,7 +44,7 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
 
     \b
     # The embedded digits generator, thresholds suited to its W space:
-    python hubness_report.py --outdir=out/report --t=12
+    python hubness_report.py --outdir=out/report --t=15
 
     \b
     # A stylegan3 network, the paper's defaults (n = 10000, k = 5, t = 50, t_lq = 1):
@@ -52,12 +52,17 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
+        # Checked before the network loads: a wrong option fails in a second, not after minutes of work.
+        check_outdir(outdir)
+        device = resolve_device(device)
         G = load_any_network(network_pkl, stylegan3=stylegan3, device=device)
         title = NETWORK_NAME if is_embedded(network_pkl) else str(network_pkl).rstrip("/").rsplit("/", 1)[-1]
         report = hubness_report(G, outdir, pool_size=pool_size, k=k, t=t, t_lq=t_lq, psi=psi, seed=seed, grid=grid,
-                                include_self=include_self, space=space, device=device, title=title)
+                                include_self=include_self, space=space, device=device, title=title, progress=True)
     except HubnessError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
+    except OSError as exc:  # the outdir cannot be written, the disk is full, ...
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     stats = report.summary["stats"]
     click.echo(f"{title}: pool of {pool_size} in {report.summary['space'].upper()} space, k = {k}: max m = "
                f"{stats['max']}, skewness {stats['skewness']:.2f}, {report.summary['hubs']['label']}: "

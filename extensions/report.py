@@ -16,16 +16,20 @@ largest hub values for the "hubs" of Fig. 3 and Fig. 9, and the figure titles sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
+import click
 import numpy as np
 import torch
 
-from ._checks import HubnessError, check_count, check_threshold, resolve_device
+from ._checks import HubnessError, NonFiniteError, check_count, check_threshold, resolve_device
 from .hubness import compute_hubness, hubness_stats
 from .pools import SeedPools
 from .render import atomic_file, image_grid, to_uint8
@@ -63,8 +67,137 @@ def _pyplot():
     return plt
 
 
-def _render(adapter, latents: torch.Tensor, space: str, noise_mode: str, batch: int = 64) -> np.ndarray:
-    """uint8 images (n, H, W, C) of latents in ``space``."""
+#: Columns and rows of a grid given as ``auto``: near-square, 64 images.
+AUTO_GRID = (8, 8)
+
+
+def check_grid(grid) -> tuple:
+    """``grid`` as (columns, rows): ``'WxH'`` as stylegan3's ``gen_video.py --grid`` (columns x rows), two
+    positive integers, or ``'auto'`` (:data:`AUTO_GRID`).
+
+    Raises
+    ------
+    HubnessError
+        Quoting anything else.
+    """
+    from .stylegan.generate import parse_grid  # the integration imports the engine, not the other way round
+    shape = parse_grid(grid) if grid is not None else None
+    if shape is None:
+        raise HubnessError(f"grid {grid!r} is not WxH (columns x rows), e.g. 8x8")
+    return AUTO_GRID if shape == (0, 0) else shape
+
+
+def check_outdir(outdir) -> Path:
+    """``outdir`` as a Path, if it is a directory or can be made one; nothing is created.
+
+    Raises
+    ------
+    HubnessError
+        When it is a file, lies under a file, or its nearest existing folder is not writable.
+    """
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise HubnessError(f"outdir {str(outdir)!r} exists and is not a directory; choose another outdir")
+    existing = next(p for p in (outdir, *outdir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise HubnessError(f"outdir {str(outdir)!r} lies under the file {str(existing)!r}; choose another outdir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise HubnessError(f"outdir {str(outdir)!r}: {str(existing)!r} is not writable; choose another outdir")
+    return outdir
+
+
+class GridShape(click.ParamType):
+    """Click type of ``--grid WxH`` (columns x rows, e.g. ``8x8``; ``auto``: 8x8) -> (columns, rows)."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return check_grid(value)
+        except HubnessError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Progress:
+    """tqdm bars on stderr for the steps of a figure command; every method is a no-op when disabled.
+
+    Counted steps (mapping the pool, synthesising images) get bars with their units; one-shot steps
+    (a k-NN search) get a line that shows the elapsed time while they run, since they have no rate.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = bool(enabled)
+        self._mapping = None
+
+    @staticmethod
+    def _tqdm(**kwargs):
+        from tqdm.auto import tqdm
+        return tqdm(dynamic_ncols=True, leave=True, **kwargs)
+
+    def mapping(self, done: int, total: int) -> None:
+        """``SeedPools`` progress callback: latents mapped to the sampling space so far."""
+        if not self.enabled:
+            return
+        if self._mapping is None:
+            self._mapping = self._tqdm(total=total, desc="mapping", unit="latent")
+        self._mapping.update(done - self._mapping.n)
+        if done >= total:
+            self._mapping.close()
+            self._mapping = None
+
+    def counter(self, desc: str, total: int, unit: str):
+        """A bar with ``update(n)`` and ``close()``; a silent stand-in when disabled."""
+        return self._tqdm(total=total, desc=desc, unit=unit) if self.enabled else _NullBar()
+
+    @contextlib.contextmanager
+    def step(self, desc: str):
+        """A one-shot step: its line shows the elapsed time, refreshed twice a second, until it ends."""
+        if not self.enabled:
+            yield
+            return
+        bar = self._tqdm(total=None, desc=desc, bar_format="{desc}: {elapsed}")
+        stop = threading.Event()
+
+        def tick():
+            while not stop.wait(0.5):
+                bar.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            ticker.join()
+            bar.close()
+
+    def close(self) -> None:
+        if self._mapping is not None:
+            self._mapping.close()
+            self._mapping = None
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def render_latents(adapter, latents: torch.Tensor, space: str, noise_mode: str = "const", *, batch: int = 16,
+                   bar=None, seeds: Optional[np.ndarray] = None) -> np.ndarray:
+    """uint8 images (n, H, W, C) of latents (n, d) in ``space`` ('w': synthesis only; 'z': the whole generator).
+
+    ``bar.update(b)`` follows each batch of ``b`` images. ``seeds`` (n,) name the culprit of an error.
+
+    Raises
+    ------
+    NonFiniteError
+        When the generator returns NaN or inf (never a black image).
+    """
     out = []
     with torch.no_grad():
         for start in range(0, len(latents), batch):
@@ -73,7 +206,16 @@ def _render(adapter, latents: torch.Tensor, space: str, noise_mode: str, batch: 
                 img = adapter.synthesize(part, noise_mode=noise_mode)
             else:
                 img = adapter.generate(part, noise_mode=noise_mode)
+            finite = torch.isfinite(img).flatten(1).all(dim=1)
+            if not bool(finite.all()):
+                row = start + int((~finite).nonzero()[0, 0])
+                seed = None if seeds is None else int(seeds[row])
+                raise NonFiniteError(f"the generator produced NaN or inf in {int((~finite).sum())} image(s), first "
+                                     f"{'seed ' + str(seed) if seed is not None else 'latent ' + str(row)}; "
+                                     f"check the network pickle", seed)
             out.append(to_uint8(img))
+            if bar is not None:
+                bar.update(len(part))
     return np.concatenate(out)
 
 
@@ -93,10 +235,10 @@ def _save(fig, path: Path) -> Path:
 
 
 def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int = 5, t: float = 50,
-                   t_lq: float = 1, psi: float = 0.7, seed: int = 0, grid: int = 64, spectrum_rows: int = 8,
-                   spectrum_cols: int = 12, min_hubs: int = 16, include_self: bool = False,
-                   space: Optional[str] = None, noise_mode: str = "const", device=None,
-                   title: str = "") -> Report:
+                   t_lq: float = 1, psi: float = 0.7, seed: int = 0, grid: Union[str, Sequence[int]] = (8, 8),
+                   spectrum_rows: int = 8, spectrum_cols: int = 12, min_hubs: int = 16, include_self: bool = False,
+                   space: Optional[str] = None, noise_mode: str = "const", device=None, title: str = "",
+                   progress: bool = False) -> Report:
     """Write the paper's hubness figures for generator ``G`` into ``outdir``.
 
     Parameters
@@ -105,7 +247,7 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
         A StyleGAN generator (stylegan3 / stylegan2-ada ``G_ema``) or any module with ``z_dim`` and ``G(z, c)``
         (unconditional).
     outdir : str or Path
-        Created when missing.
+        Created when missing, once every image is rendered (bad input leaves no folder behind).
     pool_size : int
         Latents in the pool (seeds ``seed .. seed + pool_size - 1``, drawn as ``gen_images.py`` draws them).
     k : int
@@ -116,12 +258,12 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
         Truncation factor of the truncated latents in Fig. 9.
     seed : int
         First seed of the pool.
-    grid : int
-        Images in each of the two grids of Fig. 3.
+    grid : (int, int) or str
+        Columns and rows of each of the two grids of Fig. 3, e.g. (8, 8) or ``'8x8'``.
     spectrum_rows, spectrum_cols : int
         Shape of Fig. 15: rows are evenly spaced bands of the spectrum, from the largest m down.
     min_hubs : int
-        Below this many latents with m >= t, the "hubs" are the ``grid`` largest hub values instead.
+        Below this many latents with m >= t, the "hubs" are the largest hub values instead.
     include_self : bool
         Counting convention of hub values (see :func:`extensions.hubness.compute_hubness`).
     space : {'w', 'z'}, optional
@@ -132,6 +274,8 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
         None: CUDA when available, else CPU.
     title : str
         Network name shown in the figure titles.
+    progress : bool
+        Show tqdm bars on stderr (mapping, k-NN, synthesis, figures).
 
     Returns
     -------
@@ -140,105 +284,133 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
     from .stylegan.adapter import make_adapter  # the integration imports the engine, not the other way round
 
     pool_size = check_count(pool_size, "pool_size")
-    grid = check_count(grid, "grid")
+    cols, grid_rows = check_grid(grid)
+    num = cols * grid_rows
     spectrum_rows = check_count(spectrum_rows, "spectrum_rows")
     spectrum_cols = check_count(spectrum_cols, "spectrum_cols")
     t, t_lq = check_threshold(t), check_threshold(t_lq, "t_lq")
     if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not np.isfinite(psi):
         raise HubnessError(f"psi must be a finite number, got {psi!r}")
-    if spectrum_rows * spectrum_cols > pool_size or grid > pool_size:
+    if spectrum_rows * spectrum_cols > pool_size or num > pool_size:
         raise HubnessError(f"pool_size = {pool_size} is too small for a spectrum of {spectrum_rows} x {spectrum_cols} "
-                           f"and grids of {grid}; raise pool_size or shrink the figures")
+                           f"and grids of {cols}x{grid_rows}; raise pool_size or shrink the figures")
+    outdir = check_outdir(outdir)
     plt = _pyplot()
     device = resolve_device(device)
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
     adapter = make_adapter(G.to(device))
     if adapter.c_dim > 0:
         raise HubnessError(f"the report needs an unconditional network; this one has {adapter.c_dim} classes")
     space = adapter.check_space(space)
     name = f"{title}, " if title else ""
 
-    pool = SeedPools(adapter.z_dim, pool_size, start=seed, transform=adapter.transform(space), device=device).draw(0)
-    res = compute_hubness(pool.latents, k, include_self=include_self, device=device)
-    m = res.m
-    stats = hubness_stats(m, k, thresholds=(t,))
-    order = hubness_spectrum(m)
-    hubs = select_threshold(m, t)
-    hubs_label = f"hubs (m >= {t:g})"
-    if len(hubs) < min_hubs:
-        hubs = order[:grid]
-        hubs_label = f"top {grid} hub values (m >= {int(m[hubs[-1]])}; only {int((m >= t).sum())} with m >= {t:g})"
-    low = select_low_quality(m, t_lq)
-    summary = dict(network=title, space=space, pool_size=pool_size, k=k, include_self=include_self, seed=seed,
-                   t=t, t_lq=t_lq, psi=psi, stats=dict(stats.as_dict(), count_at_least={str(t): int((m >= t).sum())}),
-                   hubs=dict(label=hubs_label, count=int(len(hubs)), seeds=pool.seeds[hubs[:grid]].tolist()),
-                   low_quality=dict(count=int(len(low)), seeds=pool.seeds[low[:grid]].tolist()))
-    files = {}
+    bars = Progress(progress)
+    try:
+        pool = SeedPools(adapter.z_dim, pool_size, start=seed, transform=adapter.transform(space), device=device,
+                         batch_size=256, progress=bars.mapping).draw(0)
+        with bars.step(f"k-NN of {pool_size} latents (k = {k})"):
+            res = compute_hubness(pool.latents, k, include_self=include_self, device=device)
+        m = res.m
+        stats = hubness_stats(m, k, thresholds=(t,))
+        order = hubness_spectrum(m)
+        hubs = select_threshold(m, t)
+        hubs_label = f"hubs (m >= {t:g})"
+        if len(hubs) < min_hubs:
+            hubs = order[:num]
+            hubs_label = f"top {num} hub values (m >= {int(m[hubs[-1]])}; only {int((m >= t).sum())} with m >= {t:g})"
+        low = select_low_quality(m, t_lq)
+        chosen_low = low[:num] if len(low) else np.argsort(m, kind="stable")[:num]
+        low_label = f"low quality (m <= {t_lq:g})" if len(low) else f"smallest hub values (none with m <= {t_lq:g})"
 
-    # Fig. 2: the long right tail is what a log y-axis makes visible.
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    ax.hist(m, bins=np.arange(m.max() + 2) - 0.5 if m.max() < 80 else 80, color="#4477aa")
-    ax.set_yscale("log")
-    ax.axvline(t, color="#cc3311", linestyle="--", label=f"t = {t:g} ({int((m >= t).sum())} latents)")
-    ax.axvline(t_lq, color="#009988", linestyle=":", label=f"t_lq = {t_lq:g} ({len(low)} latents)")
-    ax.set_xlabel(f"hub value m (k = {k})")
-    ax.set_ylabel("latents (log scale)")
-    ax.set_title(f"{name}{space.upper()} space, n = {pool_size}: skewness {stats.skewness:.2f}, max m = {stats.max}")
-    ax.legend()
-    files["hub_histogram.png"] = _save(fig, outdir / "hub_histogram.png")
-    plt.close(fig)
+        # Every image first, then the figures: an error while rendering leaves no half-written report.
+        starts = np.linspace(0, pool_size - spectrum_cols, spectrum_rows).round().astype(int)
+        bands = [order[s:s + spectrum_cols] for s in starts]
+        parts = bands + [hubs[:num], chosen_low]
+        idx = np.concatenate(parts)
+        bar = bars.counter("synthesis", len(idx), "img")
+        try:
+            images = render_latents(adapter, pool.latents[torch.as_tensor(idx, device=pool.latents.device)], space,
+                                    noise_mode, bar=bar, seeds=pool.seeds[idx])
+        finally:
+            bar.close()
+        images = np.split(images, np.cumsum([len(p) for p in parts])[:-1])
 
-    # Fig. 9: hubs sit close to the mean latent, as truncated latents do.
-    mean = adapter.mean_latent(space).to(pool.latents.device, torch.float32)
-    dist = (pool.latents - mean).norm(dim=1).cpu().numpy()
-    groups = {hubs_label: dist[hubs], "random latents": dist, f"truncated, psi = {psi:g}": abs(psi) * dist}
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    bins = np.linspace(0, dist.max() * 1.02, 60)
-    for (label, values), colour in zip(groups.items(), ("#cc3311", "#4477aa", "#999933")):
-        ax.hist(values, bins=bins, density=True, alpha=0.55, color=colour, label=f"{label}: mean {values.mean():.2f}")
-    ax.set_xlabel("distance to the mean latent" + (" (w_avg)" if space == "w" else " (origin)"))
-    ax.set_ylabel("density")
-    ax.set_title(f"{name}distance to the mean latent")
-    ax.legend(fontsize=8)
-    files["distance_to_mean.png"] = _save(fig, outdir / "distance_to_mean.png")
-    plt.close(fig)
-    summary["distance_to_mean"] = {label: float(values.mean()) for label, values in groups.items()}
+        summary = dict(network=title, space=space, pool_size=pool_size, k=k, include_self=include_self, seed=seed,
+                       t=t, t_lq=t_lq, psi=psi, grid=[cols, grid_rows],
+                       stats=dict(stats.as_dict(), count_at_least={str(t): int((m >= t).sum())}),
+                       hubs=dict(label=hubs_label, count=int(len(hubs)), seeds=pool.seeds[hubs[:num]].tolist()),
+                       low_quality=dict(count=int(len(low)), seeds=pool.seeds[low[:num]].tolist()))
+        outdir.mkdir(parents=True, exist_ok=True)
+        files = {}
+        bar = bars.counter("figures", len(FIGURES) + 1, "file")
+        try:
+            # Fig. 2: the long right tail is what a log y-axis makes visible.
+            fig, ax = plt.subplots(figsize=(6.4, 4))
+            ax.hist(m, bins=np.arange(m.max() + 2) - 0.5 if m.max() < 80 else 80, color="#4477aa")
+            ax.set_yscale("log")
+            ax.axvline(t, color="#cc3311", linestyle="--", label=f"t = {t:g} ({int((m >= t).sum())} latents)")
+            ax.axvline(t_lq, color="#009988", linestyle=":", label=f"t_lq = {t_lq:g} ({len(low)} latents)")
+            ax.set_xlabel(f"hub value m (k = {k})")
+            ax.set_ylabel("latents (log scale)")
+            ax.set_title(f"{name}{space.upper()} space, n = {pool_size}: skewness {stats.skewness:.2f}, "
+                         f"max m = {stats.max}")
+            ax.legend()
+            files["hub_histogram.png"] = _save(fig, outdir / "hub_histogram.png")
+            plt.close(fig)
+            bar.update(1)
 
-    # Fig. 15: bands of the spectrum, from the largest hub values to the smallest.
-    starts = np.linspace(0, pool_size - spectrum_cols, spectrum_rows).round().astype(int)
-    rows = [order[s:s + spectrum_cols] for s in starts]
-    images = _render(adapter, pool.latents[torch.as_tensor(np.concatenate(rows), device=pool.latents.device)],
-                     space, noise_mode)
-    fig, axes = plt.subplots(spectrum_rows, 1, figsize=(spectrum_cols * 0.75, spectrum_rows * 0.95), squeeze=False)
-    for r, (s, idx) in enumerate(zip(starts, rows)):
-        ax = axes[r, 0]
-        row = list(images[r * spectrum_cols:(r + 1) * spectrum_cols])
-        _show(ax, image_grid(row, spectrum_cols, min_cell=1, gap=1))
-        ax.set_ylabel(f"ranks {s + 1}-{s + len(idx)}\nm {int(m[idx[-1]])}-{int(m[idx[0]])}", rotation=0,
-                      ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(top=1 - 0.45 / (spectrum_rows * 0.95), bottom=0.01, hspace=0.12)
-    fig.suptitle(f"{name}hubness spectrum: rows from the largest hub values (top) to the smallest (bottom)",
-                 fontsize=10)
-    files["hubness_spectrum.png"] = _save(fig, outdir / "hubness_spectrum.png")
-    plt.close(fig)
+            # Fig. 9: hubs sit close to the mean latent, as truncated latents do.
+            mean = adapter.mean_latent(space).to(pool.latents.device, torch.float32)
+            dist = (pool.latents - mean).norm(dim=1).cpu().numpy()
+            groups = {hubs_label: dist[hubs], "random latents": dist, f"truncated, psi = {psi:g}": abs(psi) * dist}
+            fig, ax = plt.subplots(figsize=(6.4, 4))
+            bins = np.linspace(0, dist.max() * 1.02, 60)
+            for (label, values), colour in zip(groups.items(), ("#cc3311", "#4477aa", "#999933")):
+                ax.hist(values, bins=bins, density=True, alpha=0.55, color=colour,
+                        label=f"{label}: mean {values.mean():.2f}")
+            ax.set_xlabel("distance to the mean latent" + (" (w_avg)" if space == "w" else " (origin)"))
+            ax.set_ylabel("density")
+            ax.set_title(f"{name}distance to the mean latent")
+            ax.legend(fontsize=8)
+            files["distance_to_mean.png"] = _save(fig, outdir / "distance_to_mean.png")
+            plt.close(fig)
+            summary["distance_to_mean"] = {label: float(values.mean()) for label, values in groups.items()}
+            bar.update(1)
 
-    # Fig. 3: high- vs low-quality latents, same number of each.
-    chosen_low = low[:grid] if len(low) else np.argsort(m, kind="stable")[:grid]
-    low_label = f"low quality (m <= {t_lq:g})" if len(low) else f"smallest hub values (none with m <= {t_lq:g})"
-    cols = int(np.ceil(np.sqrt(grid)))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
-    for ax, idx, label in ((axes[0], hubs[:grid], hubs_label), (axes[1], chosen_low, low_label)):
-        imgs = _render(adapter, pool.latents[torch.as_tensor(idx, device=pool.latents.device)], space, noise_mode)
-        _show(ax, image_grid(list(imgs), cols, min_cell=1, gap=1))
-        ax.set_title(f"{label}\n{len(idx)} images, m {int(m[idx].min())}-{int(m[idx].max())}", fontsize=9)
-    fig.subplots_adjust(top=0.84, wspace=0.08)
-    fig.suptitle(f"{name}high- vs low-quality latents by hub value (k = {k}, pool of {pool_size})")
-    files["quality_grids.png"] = _save(fig, outdir / "quality_grids.png")
-    plt.close(fig)
+            # Fig. 15: bands of the spectrum, from the largest hub values to the smallest.
+            fig, axes = plt.subplots(spectrum_rows, 1, figsize=(spectrum_cols * 0.75, spectrum_rows * 0.95),
+                                     squeeze=False)
+            for r, (s, band) in enumerate(zip(starts, bands)):
+                ax = axes[r, 0]
+                _show(ax, image_grid(list(images[r]), spectrum_cols, min_cell=1, gap=1))
+                ax.set_ylabel(f"ranks {s + 1}-{s + len(band)}\nm {int(m[band[-1]])}-{int(m[band[0]])}", rotation=0,
+                              ha="right", va="center", fontsize=8)
+            fig.subplots_adjust(top=1 - 0.45 / (spectrum_rows * 0.95), bottom=0.01, hspace=0.12)
+            fig.suptitle(f"{name}hubness spectrum: rows from the largest hub values (top) to the smallest (bottom)",
+                         fontsize=10)
+            files["hubness_spectrum.png"] = _save(fig, outdir / "hubness_spectrum.png")
+            plt.close(fig)
+            bar.update(1)
 
-    with atomic_file(outdir / "report.json", "w") as f:
-        json.dump(summary, f, indent=2)
-    files["report.json"] = outdir / "report.json"
+            # Fig. 3: high- vs low-quality latents, same number of each.
+            fig, axes = plt.subplots(1, 2, figsize=(10, 4.8 * grid_rows / cols + 0.6))
+            for ax, chosen, imgs, label in ((axes[0], hubs[:num], images[-2], hubs_label),
+                                            (axes[1], chosen_low, images[-1], low_label)):
+                _show(ax, image_grid(list(imgs), cols, min_cell=1, gap=1))
+                ax.set_title(f"{label}\n{len(chosen)} images, m {int(m[chosen].min())}-{int(m[chosen].max())}",
+                             fontsize=9)
+            fig.subplots_adjust(top=0.84, wspace=0.08)
+            fig.suptitle(f"{name}high- vs low-quality latents by hub value (k = {k}, pool of {pool_size})")
+            files["quality_grids.png"] = _save(fig, outdir / "quality_grids.png")
+            plt.close(fig)
+            bar.update(1)
+
+            with atomic_file(outdir / "report.json", "w") as f:
+                json.dump(summary, f, indent=2)
+            files["report.json"] = outdir / "report.json"
+            bar.update(1)
+        finally:
+            bar.close()
+    finally:
+        bars.close()
     log.info("hubness report of %s written to %s", title or "the network", outdir)
     return Report(files, summary)

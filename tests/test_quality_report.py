@@ -66,13 +66,21 @@ def test_class_w1_is_the_distance_between_histograms(quality):
 
 def test_report_command_writes_every_figure(stylegan_runtime, tmp_path):
     report_cli = _load_script("hubness_report_cli", REPO_ROOT / "hubness_report.py")
-    result = CliRunner().invoke(report_cli.main, ["--outdir", str(tmp_path), "--pool-size", "300", "--grid", "16",
+    result = CliRunner().invoke(report_cli.main, ["--outdir", str(tmp_path), "--pool-size", "300", "--grid", "4x4",
                                                   "--t", "6", "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    # Progress goes to stderr: counted steps with their units, the one-shot k-NN with its elapsed time only.
+    bars = result.stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("mapping: 100%") and "300/300" in line and "latent/s" in line for line in bars)
+    assert any(line.startswith("k-NN of 300 latents (k = 5): 00:") for line in bars)
+    assert all("/s" not in line for line in bars if line.startswith("k-NN"))
+    assert any(line.startswith("synthesis: 100%") and "img/s" in line for line in bars)
+    assert "synthesis" not in result.stdout
     for name in FIGURES:
         with PIL.Image.open(tmp_path / name) as im:
             assert im.format == "PNG" and min(im.size) >= 200
     summary = json.loads((tmp_path / "report.json").read_text())
+    assert summary["grid"] == [4, 4]
     # The counts in the report are those of the pool's hub values, recomputed here independently.
     adapter = make_adapter(load_generator(device="cpu"))
     pool = SeedPools(adapter.z_dim, 300, start=0, transform=adapter.transform("w"), device="cpu").draw(0)
@@ -93,3 +101,19 @@ def test_report_rejects_a_pool_too_small_for_its_figures(stylegan_runtime, tmp_p
     result = CliRunner().invoke(report_cli.main, ["--outdir", str(tmp_path), "--pool-size", "20", "--device", "cpu"])
     assert result.exit_code == 1
     assert "pool_size = 20 is too small" in result.output
+
+
+def test_report_library_is_silent_without_progress(stylegan_runtime, tmp_path, capfd):
+    from extensions.report import hubness_report
+    report = hubness_report(load_generator(device="cpu"), tmp_path, pool_size=200, t=6, grid="3x2", spectrum_rows=2,
+                            spectrum_cols=4, device="cpu")
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+    assert len(report.summary["hubs"]["seeds"]) == 6 and report.summary["grid"] == [3, 2]
+
+
+@pytest.mark.parametrize("value, grid", [("8x8", (8, 8)), ("4x2", (4, 2)), (" 3X1 ", (3, 1)), ((5, 2), (5, 2)),
+                                         ("auto", (8, 8))])
+def test_grid_is_columns_by_rows(value, grid):
+    from extensions.report import check_grid
+    assert check_grid(value) == grid

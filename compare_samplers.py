@@ -1,0 +1,92 @@
+"""The samplers side by side (random | truncation | hubness | hubness-lq), all from one pool of latents.
+
+Without --network it uses the embedded digits generator and titles each panel with the embedded
+classifier's mean confidence and precision; any other network gets the number of latents and their hub
+values. Writes comparison.png and comparison.json.
+"""
+
+import logging
+import math
+
+import click
+
+from extensions._checks import HubnessError, resolve_device
+from extensions.comparison import DigitsJudge, compare_samplers
+from extensions.digits import NETWORK_NAME, is_embedded, load_any_network
+from extensions.report import GridShape, check_outdir
+
+
+@click.command()
+@click.option("--network", "network_pkl", default=None, metavar="PKL",
+              help=f"Network pickle filename or URL [default: the embedded '{NETWORK_NAME}' generator]")
+@click.option("--outdir", type=click.Path(file_okay=False), required=True, metavar="DIR",
+              help="Where to write comparison.png and comparison.json")
+@click.option("--pool-size", type=click.IntRange(min=2), default=10000, show_default=True,
+              help="Latents in the pool every sampler draws from")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First seed of the pool (latent i = RandomState(seed + i).randn(z_dim), as gen_images.py)")
+@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="k-NN list size")
+@click.option("--t", type=click.FloatRange(min=0), default=50, show_default=True,
+              help="Hubness panel: latents with m >= t, largest first")
+@click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=1, show_default=True,
+              help="Hubness-lq panel: latents with m <= t_lq, smallest first")
+@click.option("--trunc", "psi", type=float, default=0.7, show_default=True,
+              help="Truncation psi of the truncation panel")
+@click.option("--grid", type=GridShape(), default="8x8", show_default=True,
+              help="Columns x rows (WxH, as gen_video.py) of each panel")
+@click.option("--include-self", is_flag=True, default=False,
+              help="Count each latent as its own neighbour (the authors' reference code)")
+@click.option("--space", type=click.Choice(["w", "z"]), default=None,
+              help="Where hub values are computed [default: w for StyleGAN networks, z otherwise]")
+@click.option("--device", type=str, default=None, help="torch device [default: cuda if available, else cpu]")
+@click.option("--stylegan3", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="stylegan3 or stylegan2-ada-pytorch checkout [default: $STYLEGAN3_DIR, else importable modules, "
+                   "else the draggan wheel's]")
+def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_self, space, device, stylegan3):
+    """Write comparison.png: four panels from the same pool, titled with their quality.
+
+    Examples:
+
+    \b
+    # The embedded digits generator (its W space has m up to 27, so t = 15):
+    python compare_samplers.py --t=15 --outdir=out/compare
+
+    \b
+    # A stylegan3 network, the paper's thresholds (t = 50, t_lq = 1):
+    python compare_samplers.py --network=stylegan3-r-ffhq-1024x1024.pkl --outdir=out/ffhq-compare
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    cols, rows = grid
+    try:
+        # Checked before any work: a wrong option fails in a second, not after the pool is mapped.
+        check_outdir(outdir)
+        if cols * rows > pool_size:
+            raise HubnessError(f"--grid {cols}x{rows} needs {cols * rows} latents, but --pool-size is {pool_size}; "
+                               f"raise --pool-size or shrink --grid")
+        for option, value in (("--trunc", psi), ("--t", t), ("--t-lq", t_lq)):
+            if not math.isfinite(value):
+                raise HubnessError(f"{option} {value} is not a finite number")
+        if k >= pool_size:
+            raise HubnessError(f"--k {k} needs a pool of more than {k} latents, but --pool-size is {pool_size}")
+        device = resolve_device(device)
+        G = load_any_network(network_pkl, stylegan3=stylegan3, device=device)
+        title = NETWORK_NAME if is_embedded(network_pkl) else str(network_pkl).rstrip("/").rsplit("/", 1)[-1]
+        judge = DigitsJudge(device=device) if is_embedded(network_pkl) else None
+        result = compare_samplers(G, outdir, pool_size=pool_size, seed=seed, k=k, t=t, t_lq=t_lq, psi=psi, grid=grid,
+                                  include_self=include_self, space=space, judge=judge, device=device, title=title,
+                                  progress=True)
+    except HubnessError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    except OSError as exc:  # the outdir cannot be written, the disk is full, ...
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    for panel in result.panels:
+        shown = panel.m[:len(panel.images)]
+        scores = ", ".join(f"{key} {value:.3f}" for key, value in panel.scores.items())
+        click.echo(f"{panel.label:22s} {len(panel.seeds):6d} latents{', ' + scores if scores else ''}; "
+                   f"shown {len(shown)}, m {int(shown.min())}-{int(shown.max())}")
+    for path in result.files.values():
+        click.echo(f"  {path}")
+
+
+if __name__ == "__main__":
+    main()  # pylint: disable=no-value-for-parameter
