@@ -32,9 +32,9 @@ $(STAMP): setup.cfg pyproject.toml
 # Random, truncation and hubness grids from the embedded digits network, the paper's figures, and last
 # THE figure to look at: the four samplers side by side from one pool, titled with their quality.
 demo: $(STAMP)
-	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=random --num=64 --grid --outdir=out/random
-	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=truncation --trunc=0.7 --num=64 --grid --outdir=out/truncation
-	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=hubness --t=15 --num=64 --grid --outdir=out/hubness
+	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=random --num=64 --grid --clean --outdir=out/random
+	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=truncation --trunc=0.7 --num=64 --grid --clean --outdir=out/truncation
+	$(BIN)/python gen_images_hub.py --seeds=0-9999 --sampler=hubness --t=15 --num=64 --grid --clean --outdir=out/hubness
 	$(BIN)/python hubness_report.py --t=15 --outdir=out/report
 	$(BIN)/python compare_samplers.py --t=15 --t-lq=1 --outdir=out/compare
 	@echo "Look at out/compare/comparison.png: random | truncation 0.7 | hubness m >= 15 | hubness-lq m <= 1"
