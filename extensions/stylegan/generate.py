@@ -167,7 +167,7 @@ def parse_grid(value) -> Optional[tuple]:
     if isinstance(value, (tuple, list)) and len(value) == 2:
         cols, rows = value
     else:
-        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(value))
+        match = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", str(value))  # as gen_video.py: 4x2 or 4,2
         if match is None:
             raise HubnessError(f"--grid {value!r} is not WxH (columns x rows, e.g. 8x4) or auto")
         cols, rows = int(match.group(1)), int(match.group(2))
