@@ -322,7 +322,7 @@ ERRORS = [
     (["--sampler", "truncation"], "--sampler truncation needs --trunc other than 1"),
     (["--sampler", "hubness", "--k", "10"], "--k 10 needs pools of more than 10 latents, but --seeds gives 8"),
     (["--sampler", "hubness", "--t", "1000"], "hubness sampler found no latents among "),
-    (["--sampler", "hubness", "--t", "1000", "--num", "3"], "lower t, use a larger pool"),
+    (["--sampler", "hubness", "--t", "1000", "--num", "3"], "instead (--t 0 --num 3)"),
     (["--network", "{d}/generic.pkl", "--trunc", "0.7"], "truncation needs a mapping network"),
     (["--network", "{d}/generic.pkl", "--space", "w"], "space 'w' is not available"),
     (["--outdir", "{d}/a_file"], "exists and is not a directory"),

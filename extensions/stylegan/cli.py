@@ -153,7 +153,12 @@ def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx
             return generate_images(network_pkl, seeds, outdir, truncation_psi=truncation_psi, class_idx=class_idx,
                                    noise_mode=noise_mode, translate=translate, rotate=rotate, stylegan3=stylegan3,
                                    progress=True, echo=click.echo, **hub)
-        except (HubnessError, ThresholdUnreachableError) as exc:
+        except ThresholdUnreachableError as exc:
+            hint = ""
+            if hub.get("sampler") == "hubness":
+                hint = f" (--t 0 --num {hub.get('num') or 64})"
+            raise click.ClickException(" ".join(str(exc).split()) + hint) from exc
+        except HubnessError as exc:
             raise click.ClickException(" ".join(str(exc).split())) from exc
         except OSError as exc:  # the disk is full, a file cannot be replaced, ...
             raise click.ClickException(os_error_message(exc)) from exc
