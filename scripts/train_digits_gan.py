@@ -2,12 +2,13 @@
 
 A plain GAN loop: non-saturating logistic loss, lazy R1 penalty on real images, an exponential moving
 average of the generator's weights (the network that is saved, as G_ema is in a StyleGAN snapshot), and
-a small convolutional discriminator of this script's own. Seeded; runs on a CPU.
+a small convolutional discriminator (:class:`extensions.digits.Discriminator`). Seeded; runs on a CPU.
 
     python scripts/train_digits_gan.py --out extensions/data/digits_generator.npz --samples grid.png
 
-The weights file is written by :func:`extensions.digits.save_weights` and loaded by
-:func:`extensions.digits.load_generator`.
+Both networks are written by :func:`extensions.digits.save_weights`: G_ema to ``--out`` (loaded by
+:func:`extensions.digits.load_generator`), D to ``--out-discriminator``, by default next to it with
+"generator" in the name replaced by "discriminator" (loaded by :func:`extensions.digits.load_discriminator`).
 """
 
 from __future__ import annotations
@@ -18,66 +19,13 @@ import json
 import math
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from extensions.digits import digit_images, generator_class, save_weights, translate
-
-
-class EqualizedConv(torch.nn.Module):
-    """Conv2d whose weights are stored N(0, 1) and scaled by He's constant at run time (StyleGAN's
-    equalized learning rate): Adam then moves every layer at the same relative speed, as in G."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(cout, cin, kernel, kernel))
-        self.bias = torch.nn.Parameter(torch.zeros(cout))
-        self.gain, self.stride, self.padding = 1 / math.sqrt(cin * kernel * kernel), stride, (kernel - 1) // 2
-
-    def forward(self, x):
-        return F.conv2d(x, self.weight * self.gain, self.bias, self.stride, self.padding)
-
-
-class EqualizedLinear(torch.nn.Module):
-    """Linear layer with StyleGAN's equalized learning rate (see :class:`EqualizedConv`)."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.randn(cout, cin))
-        self.bias = torch.nn.Parameter(torch.zeros(cout))
-        self.gain = 1 / math.sqrt(cin)
-
-    def forward(self, x):
-        return F.linear(x, self.weight * self.gain, self.bias)
-
-
-class Discriminator(torch.nn.Module):
-    """Conv layers 16 -> 8 -> 4 (stride-2 downsampling), minibatch standard deviation, two dense layers."""
-
-    def __init__(self, channels: int = 32, resolution: int = 16):
-        super().__init__()
-        c = channels
-        act = torch.nn.LeakyReLU(0.2)
-        self.body = torch.nn.Sequential(
-            EqualizedConv(1, c, 3), act,
-            EqualizedConv(c, 2 * c, 3, stride=2), act,        # 16 -> 8
-            EqualizedConv(2 * c, 2 * c, 3), act,
-            EqualizedConv(2 * c, 4 * c, 3, stride=2), act,    # 8 -> 4
-        )
-        side = resolution // 4
-        self.head = torch.nn.Sequential(
-            EqualizedConv(4 * c + 1, 4 * c, 3), act, torch.nn.Flatten(),
-            EqualizedLinear(4 * c * side * side, 4 * c), act, EqualizedLinear(4 * c, 1))
-
-    def forward(self, img):
-        x = self.body(img)
-        # Minibatch std over groups of 4 lets D see the variety of a batch, which discourages mode collapse.
-        group = min(4, x.shape[0])
-        y = x.reshape(group, -1, *x.shape[1:]).std(dim=0, unbiased=False).mean(dim=[1, 2, 3])
-        y = y.reshape(-1, 1, 1, 1).repeat(group, 1, x.shape[2], x.shape[3])
-        return self.head(torch.cat([x, y], dim=1)).squeeze(1)
+from extensions.digits import Discriminator, digit_images, generator_class, save_weights, translate
 
 
 def save_grid(G, path, rows: int = 8, cols: int = 16, seed: int = 0):
@@ -92,9 +40,20 @@ def save_grid(G, path, rows: int = 8, cols: int = 16, seed: int = 0):
     PIL.Image.fromarray(grid, "L").resize((cols * res * 2, rows * res * 2), PIL.Image.NEAREST).save(path)
 
 
+def discriminator_path(out) -> Path:
+    """Where D goes by default: beside G's ``out``, with "generator" in the name replaced by "discriminator"
+    (``digits_generator.npz`` -> ``digits_discriminator.npz``), else with ``_discriminator`` appended."""
+    out = Path(out)
+    if "generator" in out.name:
+        return out.with_name(out.name.replace("generator", "discriminator"))
+    return out.with_name(f"{out.stem}_discriminator{out.suffix or '.npz'}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="extensions/data/digits_generator.npz", help="weights file to write")
+    parser.add_argument("--out", default="extensions/data/digits_generator.npz", help="weights file of G_ema")
+    parser.add_argument("--out-discriminator", default=None,
+                        help="weights file of D (default: next to --out, 'generator' -> 'discriminator')")
     parser.add_argument("--steps", type=int, default=7000, help="training steps (one G and one D update each)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -112,6 +71,9 @@ def main(argv=None):
     parser.add_argument("--samples", default=None, help="PNG grid of samples written at each log and at the end")
     parser.add_argument("--log-every", type=int, default=250, help="steps between logs, sample grids and snapshots")
     args = parser.parse_args(argv)
+    out_d = Path(args.out_discriminator) if args.out_discriminator else discriminator_path(args.out)
+    if out_d.resolve() == Path(args.out).resolve():
+        raise SystemExit(f"--out-discriminator {str(out_d)!r} is the generator's weights file; pass another path")
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
@@ -122,7 +84,8 @@ def main(argv=None):
                   mapping_kwargs=dict(num_layers=args.mapping_layers), channel_base=16 * args.channels,
                   channel_max=args.channels, num_fp16_res=0, conv_clamp=None)
     G = generator_class()(**g_args).train()
-    D = Discriminator(args.channels).train()
+    d_args = dict(channels=args.channels, resolution=16)
+    D = Discriminator(**d_args).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     # Adam with beta1 = 0 as in StyleGAN2; lazy regularisation rescales D's lr and betas (StyleGAN2 App. B).
     ratio = args.r1_every / (args.r1_every + 1)
@@ -131,12 +94,15 @@ def main(argv=None):
     print(f"G: {sum(p.numel() for p in G.parameters())} parameters, D: {sum(p.numel() for p in D.parameters())};"
           f" {len(reals)} real images; {args.steps} steps of batch {args.batch}", flush=True)
 
+    def D_logits(img):
+        return D(img).squeeze(1)
+
     data_gen = torch.Generator().manual_seed(args.seed + 1)
     start = time.time()
     for step in range(1, args.steps + 1):
         # G: non-saturating loss, softplus(-D(G(z))).
         z = torch.randn(args.batch, args.z_dim)
-        loss_g = F.softplus(-D(translate(G(z, None), args.shift, args.shift_p))).mean()
+        loss_g = F.softplus(-D_logits(translate(G(z, None), args.shift, args.shift_p))).mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
@@ -148,8 +114,9 @@ def main(argv=None):
         real_aug = translate(real, args.shift, args.shift_p)
         r1_step = step % args.r1_every == 0
         real_aug.requires_grad_(r1_step)
-        real_logits = D(real_aug)
-        loss_d = F.softplus(D(translate(fake, args.shift, args.shift_p))).mean() + F.softplus(-real_logits).mean()
+        real_logits = D_logits(real_aug)
+        loss_d = (F.softplus(D_logits(translate(fake, args.shift, args.shift_p))).mean()
+                  + F.softplus(-real_logits).mean())
         if r1_step:
             grad, = torch.autograd.grad(real_logits.sum(), real_aug, create_graph=True)
             loss_d = loss_d + grad.square().sum(dim=[1, 2, 3]).mean() * (args.r1_gamma / 2 * args.r1_every)
@@ -177,14 +144,19 @@ def main(argv=None):
                 save_grid(G_ema, args.samples)
             # Nothing depends on the total number of steps, so the snapshot of step s equals the result
             # of a run with --steps s. The output paths do not affect the weights and are left out.
-            options = {key: value for key, value in vars(args).items() if key not in ("out", "samples")}
+            options = {key: value for key, value in vars(args).items()
+                       if key not in ("out", "out_discriminator", "samples")}
+            meta = dict(data="sklearn.datasets.load_digits, 1797 images, 8x8 -> 16x16 bilinear, [-1, 1]",
+                        script="scripts/train_digits_gan.py", options=dict(options, steps=step), step=step,
+                        minutes=round(elapsed / 60, 1), torch=torch.__version__, machine=platform.machine())
             path = save_weights(args.out, G_ema, g_args, dict(
-                summary=f"stylegan2 Generator, digits 16x16, {step} steps, seed {args.seed}",
-                data="sklearn.datasets.load_digits, 1797 images, 8x8 -> 16x16 bilinear, [-1, 1]",
-                script="scripts/train_digits_gan.py", options=dict(options, steps=step), step=step,
-                minutes=round(elapsed / 60, 1), torch=torch.__version__, machine=platform.machine()))
+                meta, summary=f"stylegan2 Generator, digits 16x16, {step} steps, seed {args.seed}"))
+            path_d = save_weights(out_d, D, d_args, dict(
+                meta, summary=f"discriminator of the digits stylegan2 Generator, {step} steps, seed {args.seed}"))
 
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) after {(time.time() - start) / 60:.1f} min", flush=True)
+    minutes = (time.time() - start) / 60
+    for written in (path, path_d):
+        print(f"wrote {written} ({written.stat().st_size / 1e6:.2f} MB) after {minutes:.1f} min", flush=True)
     print(json.dumps(g_args), flush=True)
 
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from extensions.digits import (CLASSIFIER_WEIGHTS, GENERATOR_WEIGHTS, DigitClassifier, FeatureDetector,
-                               WeightsFileError, digit_images, load_classifier, load_generator, read_weights,
-                               save_weights, translate)
+from extensions.digits import (CLASSIFIER_WEIGHTS, GENERATOR_WEIGHTS, DigitClassifier, Discriminator,
+                               FeatureDetector, WeightsFileError, digit_images, load_classifier, load_discriminator,
+                               load_generator, read_weights, save_weights, translate)
+from extensions._checks import HubnessError
 from extensions.stylegan.adapter import make_adapter
 
 
@@ -185,3 +186,32 @@ def test_main_command_defaults_to_the_embedded_network(G, tmp_path):
             assert np.array_equal(load_png(out / f"seed{seed:04d}.png"), image)
     assert seeds != list(range(6))  # the hubness sampler chose other seeds than the first six
     assert isinstance(load_network("digits", device="cpu"), type(G))
+
+
+def test_discriminator_rejects_batches_it_cannot_score():
+    D = Discriminator(channels=4)
+    with pytest.raises(HubnessError, match="got 6"):
+        D(torch.zeros(6, 1, 16, 16))
+    with pytest.raises(HubnessError, match=r"\(4, 3, 16, 16\)"):
+        D(torch.zeros(4, 3, 16, 16))
+    with pytest.raises(WeightsFileError, match="does not hold a discriminator"):
+        load_discriminator(GENERATOR_WEIGHTS)
+
+
+def test_gan_training_script_writes_the_discriminator_next_to_the_generator(stylegan_runtime, tmp_path):
+    train = _script("train_digits_gan")
+    options = ["--steps", "2", "--log-every", "2", "--channels", "8", "--z-dim", "16", "--mapping-layers", "2",
+               "--batch", "8"]
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as exc:
+            train.main(["--out", str(tmp_path / "g.npz"), "--out-discriminator", str(tmp_path / "g.npz")] + options)
+        assert "another path" in str(exc.value.code) and not any(tmp_path.iterdir())
+        train.main(["--out", str(tmp_path / "digits_generator.npz")] + options)
+    finally:
+        torch.set_num_threads(before)
+    path = tmp_path / "digits_discriminator.npz"
+    _, args, meta = read_weights(path)
+    _, _, g_meta = read_weights(tmp_path / "digits_generator.npz")
+    assert args == dict(channels=8, resolution=16) and meta["step"] == 2 and meta["options"] == g_meta["options"]
+    assert load_discriminator(path, device="cpu")(torch.zeros(4, 1, 16, 16)).shape == (4, 1)

@@ -1,4 +1,4 @@
-"""The embedded generator and classifier, built from the weights files under ``extensions/data``.
+"""The embedded generator, its discriminator and the classifier, built from the weights files under ``extensions/data``.
 
 The generator is stylegan2-ada's own ``Generator`` class (mapping network to W, synthesis network), so
 it is driven through exactly the W-space path of a downloaded network pickle. Its class comes from
@@ -20,12 +20,14 @@ import torch
 
 from .._checks import resolve_device
 from .classifier import DigitClassifier
-from .weights import read_weights, load_state
+from .discriminator import Discriminator
+from .weights import WeightsFileError, read_weights, load_state
 
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 GENERATOR_WEIGHTS = DATA_DIR / "digits_generator.npz"
+DISCRIMINATOR_WEIGHTS = DATA_DIR / "digits_discriminator.npz"
 CLASSIFIER_WEIGHTS = DATA_DIR / "digits_classifier.npz"
 #: The ``--network`` name of the embedded generator.
 NETWORK_NAME = "digits"
@@ -113,6 +115,39 @@ def load_generator(path=None, device=None, *, stylegan3=None) -> torch.nn.Module
     G.weights_meta = meta
     log.info("embedded generator %s: %s", path.name, meta.get("summary", ""))
     return G.to(resolve_device(device))
+
+
+def load_discriminator(path=None, device=None, *, stylegan3=None) -> Discriminator:
+    """The discriminator trained against the embedded generator (or another weights file of the same
+    format), in eval mode.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        Weights file; default the committed ``digits_discriminator.npz``.
+    device : str or torch.device, optional
+        None: CUDA when available, else CPU.
+    stylegan3 : str or Path, optional
+        Taken so that both loaders accept the same arguments; the discriminator is this package's own
+        class (:class:`~extensions.digits.discriminator.Discriminator`) and needs no stylegan code.
+
+    Returns
+    -------
+    Discriminator
+        ``D(img, c)`` -> logits (n, 1) of images (n, 1, 16, 16) in [-1, 1]; higher means more like real digits.
+    """
+    path = DISCRIMINATOR_WEIGHTS if path is None else Path(path)
+    state, args, meta = read_weights(path)
+    try:
+        D = Discriminator(**args)
+    except TypeError as exc:
+        raise WeightsFileError(f"weights file {str(path)!r} does not hold a discriminator: its arguments {args} "
+                               f"do not build one ({exc})") from exc
+    load_state(D, state, path)
+    D.eval().requires_grad_(False)
+    D.weights_meta = meta
+    log.info("embedded discriminator %s: %s", path.name, meta.get("summary", ""))
+    return D.to(resolve_device(device))
 
 
 def load_classifier(path=None, device=None) -> DigitClassifier:
