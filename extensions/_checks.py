@@ -57,7 +57,11 @@ def resolve_device(device=None) -> torch.device:
 
 
 def as_latents(x, name: str = "latents", device=None) -> torch.Tensor:
-    """Return ``x`` as a finite float32 tensor of shape (n, d) on ``device`` (default: its own)."""
+    """Return ``x`` as a finite float32 tensor of shape (n, d) on ``device`` (default: its own).
+
+    float64 data that float32 cannot hold (beyond 3.4e38, or entirely below 1.2e-38) is an error that
+    says to rescale it, rather than inf or flushed values.
+    """
     if isinstance(x, np.ndarray) or not isinstance(x, torch.Tensor):
         try:
             x = torch.as_tensor(np.asarray(x))
@@ -69,10 +73,24 @@ def as_latents(x, name: str = "latents", device=None) -> torch.Tensor:
         raise HubnessError(f"{name} must be real-valued, got dtype {x.dtype}")
     if x.shape[1] < 1:
         raise HubnessError(f"{name} must have at least one dimension per latent, got shape {tuple(x.shape)}")
-    x = x.detach().to(device=device if device is not None else x.device, dtype=torch.float32)
+    source = x.detach()
+    x = source.to(device=device if device is not None else x.device, dtype=torch.float32)
     if not bool(torch.isfinite(x).all()):
+        if source.is_floating_point() and bool(torch.isfinite(source).all()):  # finite, but not in float32
+            raise HubnessError(f"{name} have values up to {float(source.abs().max()):.3g} in magnitude, beyond "
+                               f"float32's range (3.4e+38); divide them by a power of ten first "
+                               f"(neighbours do not depend on scale)")
         bad = int((~torch.isfinite(x)).any(dim=1).sum())
         raise HubnessError(f"{name} contain NaN or inf in {bad} row(s); drop or fix those latents first")
+    if source.dtype == torch.float64 and x.numel():
+        low, high = torch.aminmax(x)
+        largest = max(-float(low), float(high))
+        if largest < torch.finfo(torch.float32).tiny and bool((source != 0).any()):
+            # every value lost precision in float32 (or all of it)
+            largest = float(source.abs().max())
+            raise HubnessError(f"{name} have values no larger than {largest:.3g} in magnitude, below float32's "
+                               f"normal range (1.2e-38); multiply them by a power of ten first "
+                               f"(neighbours do not depend on scale)")
     return x
 
 

@@ -12,6 +12,11 @@ Two backends:
   against the exact backend; below ``recall_threshold`` the search falls back to exact (default) or warns.
 
 Ties are broken by the lower index everywhere, so results are deterministic.
+
+Any finite float32 input works at any magnitude. Data whose spread leaves a safe window is multiplied by a
+power of two first, which changes no float32 comparison or tie (only under/overflow could), so squared
+distances neither overflow nor go subnormal; rows whose nearest distances still fall below float32's normal
+range (rows spanning more orders of magnitude than float32 resolves) are searched again on their own.
 """
 
 from __future__ import annotations
@@ -41,6 +46,104 @@ APPROX_PARAMS = dict(n_neighbors=100, n_iters=20, max_candidates=100)
 
 _UNIT_ROUNDOFF = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8}
 _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+#: Data whose largest coordinate spread (max - min) lies in [2**lo, 2**hi] is searched as it is. Above, sums
+#: of squares could overflow float32; below, the screen's absolute slack dominates and rows fail its
+#: certificate. Other data is multiplied by the power of two that brings its spread just below 2**hi.
+_SPREAD_LOG2 = (-8, 40)
+#: Two distinct float32 values closer than 2**-63 (whose squared difference is subnormal) both lie below
+#: 2**-38 in magnitude: data with no nonzero value below 2**_TINY_LOG2 has no subnormal term.
+_TINY_LOG2 = -36
+#: A subnormal term moves a squared distance by at most 2**-126; next to distances above d * 2**-80 that is
+#: far below float32 rounding, so only rows with smaller distances are searched again.
+_TINY_DIST_LOG2 = -80
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _scale_exponent(spread: float, dim: int) -> int:
+    """Exponent s such that float32 arithmetic on ``x * 2**s`` neither overflows nor wastes range.
+
+    Parameters
+    ----------
+    spread : float
+        Largest per-coordinate spread (max - min) of the data, or an upper bound of it.
+    dim : int
+        Coordinates per row: d * (2**hi)**2 must leave headroom below float32's largest value.
+
+    Returns
+    -------
+    int
+        0 inside the safe window (no copy; results bit-identical to unscaled float32); otherwise the
+        exponent that brings the spread to [2**(hi-1), 2**hi).
+    """
+    hi = min(_SPREAD_LOG2[1], (120 - (dim - 1).bit_length()) // 2)
+    if spread == 0 or 2.0 ** _SPREAD_LOG2[0] <= spread <= 2.0 ** hi:
+        return 0
+    return hi - math.frexp(spread)[1]
+
+
+def _column_spread(*arrays: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Largest per-coordinate spread over the rows of all arrays, and the mask of constant coordinates."""
+    lo = hi = None
+    for a in arrays:
+        amin, amax = a.amin(0), a.amax(0)
+        lo = amin if lo is None else torch.minimum(lo, amin)
+        hi = amax if hi is None else torch.maximum(hi, amax)
+    ranges = hi.double() - lo.double()
+    return float(ranges.max()), ranges == 0
+
+
+def _data_scale(*arrays: torch.Tensor) -> tuple[int, float, Optional[torch.Tensor]]:
+    """Scale exponent of a search over the rows of ``arrays``, their coordinate spread and constant columns.
+
+    The global range (one cheap reduction) settles ordinary data; per-column ranges are needed only when
+    it leaves the safe window, e.g. a constant huge coordinate beside small ones.
+    """
+    dim = arrays[0].shape[1]
+    bounds = [torch.aminmax(a) for a in arrays]
+    total = max(float(b.max) for b in bounds) - min(float(b.min) for b in bounds)
+    if _scale_exponent(total, dim) == 0:
+        return 0, total, None
+    spread, constant = _column_spread(*arrays)
+    return _scale_exponent(spread, dim), spread, constant
+
+
+def _scaled(x: torch.Tensor, s: int, constant: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x * 2**s`` in float32, constant columns zeroed (they add nothing to a distance and could overflow).
+
+    Exact wherever the result stays in float32's normal range; multiplied in float64 so that 2**s itself
+    may lie outside float32's range.
+    """
+    if s == 0:
+        return x
+    out = torch.empty_like(x)
+    factor = 2.0 ** s
+    step = max(1, 2 ** 18 // x.shape[1])
+    for r0 in range(0, x.shape[0], step):
+        out[r0:r0 + step] = x[r0:r0 + step].double().mul_(factor)
+    if constant is not None and bool(constant.any()):
+        out[:, constant] = 0
+    return out
+
+
+def _ldexp_(t: torch.Tensor, e: int) -> torch.Tensor:
+    """``t * 2**e`` in place (float32): one rounding, so values leaving float32's range become inf or subnormal."""
+    if e == 0:
+        return t
+    if -126 <= e <= 127:  # 2**e is a normal float32: the product is rounded once
+        return t.mul_(2.0 ** e)
+    step = max(1, 2 ** 18 // max(1, t.shape[1]))  # float64 in row chunks: 2**e is a normal float64
+    for r0 in range(0, t.shape[0], step):
+        t[r0:r0 + step] = t[r0:r0 + step].double().mul_(2.0 ** e)
+    return t
+
+
+def _has_tiny_values(s: int, *arrays: torch.Tensor) -> bool:
+    """Whether some nonzero value lies below 2**_TINY_LOG2 once multiplied by 2**s (see _TINY_LOG2)."""
+    e = _TINY_LOG2 - s
+    if e < -149:  # below the smallest float32 subnormal: no nonzero value is that small
+        return False
+    threshold = 2.0 ** e
+    return any(bool(((a != 0) & (a.abs() < threshold)).any()) for a in arrays)
 
 
 @dataclass
@@ -79,6 +182,10 @@ def sqdist_blocks(x, y=None, *, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_
                   block_rows: Optional[int] = None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield squared Euclidean distances of ``x`` to ``y`` one block of rows at a time (float32 GEMM).
 
+    Data of any magnitude is centred and multiplied by a power of two before the GEMM, so no intermediate
+    overflows or goes subnormal; blocks come back in the input's units (values below float32's normal
+    range, 1.2e-38, are subnormal there).
+
     Parameters
     ----------
     x : array-like, shape (n, d)
@@ -92,6 +199,11 @@ def sqdist_blocks(x, y=None, *, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_
     Yields
     ------
     start, stop, block : int, int, torch.Tensor of shape (stop - start, m)
+
+    Raises
+    ------
+    HubnessError
+        Before the first block, when squared distances could exceed float32's largest value (3.4e38).
     """
     device = resolve_device(device)
     x = as_latents(x, "x", device)
@@ -99,15 +211,31 @@ def sqdist_blocks(x, y=None, *, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_
     if x.shape[1] != y.shape[1]:
         raise HubnessError(f"x and y must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
     mu = y.double().mean(0)  # centring shrinks the cancellation error of the expansion
-    xc = (x.double() - mu).float()
-    yc = xc if y is x else (y.double() - mu).float()
-    xn = (xc.double() ** 2).sum(1).float()
-    yn = xn if y is x else (yc.double() ** 2).sum(1).float()
+    xc = x.double() - mu
+    yc = xc if y is x else y.double() - mu
+    big = max(float(xc.abs().max()), float(yc.abs().max()))
+    s = _scale_exponent(2 * big, x.shape[1])  # a coordinate differs by at most 2 * big
+    if s:
+        xc.mul_(2.0 ** s)
+        if yc is not xc:
+            yc.mul_(2.0 ** s)
+    xc = xc.float()
+    yc = xc if y is x else yc.float()
+    xn = (xc.double() ** 2).sum(1)
+    yn = xn if y is x else (yc.double() ** 2).sum(1)
+    # |x - y| <= |x - mu| + |y - mu|: the largest distance a block can hold, with room for rounding
+    reach = (float(xn.max()) ** 0.5 + float(yn.max()) ** 0.5) ** 2 * 4.0 ** -s
+    if reach * (1 + 2 ** -10) >= _FLOAT32_MAX:
+        raise HubnessError(f"squared distances reach {reach:.3g}, beyond float32's largest value "
+                           f"{_FLOAT32_MAX:.3g}; divide the data by a power of ten first "
+                           f"(neighbours and distance ratios do not change)")
+    xn = xn.float()
+    yn = xn if y is x else yn.float()
     rows = block_rows or rows_per_block(y.shape[0], 4, memory_budget_mb)
     for start in range(0, x.shape[0], rows):
         stop = min(start + rows, x.shape[0])
         block = torch.addmm(yn[None, :], xc[start:stop], yc.T, alpha=-2.0).add_(xn[start:stop, None]).clamp_(min=0)
-        yield start, stop, block
+        yield start, stop, _ldexp_(block, -2 * s)
 
 
 @lru_cache(maxsize=None)
@@ -147,9 +275,10 @@ class _Screen:
     The score is symmetric, so one tile serves both of its row blocks.
     """
 
-    def __init__(self, data: torch.Tensor, mean: torch.Tensor, dtype: torch.dtype, offset: float):
+    def __init__(self, data: torch.Tensor, mean: torch.Tensor, dtype: torch.dtype):
         n, dim = data.shape
         dev = data.device
+        self.dim, self.dtype = dim, dtype
         self.width = -(-(dim + 4) // 16) * 16                              # aligned GEMM width
         self.left = torch.zeros(n, self.width, dtype=dtype, device=dev)
         self.sq_norm = torch.empty(n, dtype=torch.float64, device=dev)      # |x|^2
@@ -165,6 +294,10 @@ class _Screen:
             self.low_norm[r0:r0 + step] = (low * low).sum(1).sqrt_()
             centred -= low
             self.err_norm[r0:r0 + step] = (centred * centred).sum(1).sqrt_()
+
+    def set_offset(self, offset: float) -> None:
+        """Fill the augmented columns for the offset C (until then they are 0: plain centred vectors)."""
+        dim, dtype = self.dim, self.dtype
         c = offset / 4 - 0.5 * self.sq_norm
         hi = c.to(dtype)
         lo = (c - hi.double()).to(dtype)
@@ -230,17 +363,32 @@ def _mean64(x: torch.Tensor) -> torch.Tensor:
     return total / x.shape[0]
 
 
-def _typical_kth_distance(xq, xd, qidx, k, sample: int = 64) -> float:
+def _typical_kth_distance(qs: "_Screen", db: "_Screen", qidx, k: int, memory_budget_mb: float,
+                          sample: int = 64) -> float:
     """Median k-th neighbour distance of a few queries: the offset that centres the screen score.
 
-    Any value keeps the result exact; a typical one keeps the screen's rounding small."""
-    step = max(1, xq.shape[0] // sample)
-    rows = torch.arange(0, xq.shape[0], step, device=xq.device)[:sample]
-    q = xq[rows]
-    block = torch.addmm((xd * xd).sum(1)[None], q, xd.T, alpha=-2.0).add_((q * q).sum(1)[:, None])
-    if qidx is not None:
-        block[torch.arange(len(rows), device=xq.device), qidx[rows]] = float("inf")
-    return float(torch.kthvalue(block, k, dim=1).values.double().median())
+    Any value keeps the result exact; a typical one keeps the screen's rounding small. Computed from the
+    screens' centred vectors (augmented columns still 0), so a large common offset neither cancels nor
+    overflows.
+    """
+    m, n = qs.left.shape[0], db.left.shape[0]
+    step = max(1, m // sample)
+    rows = torch.arange(0, m, step, device=qs.left.device)[:sample]
+    q, q_norm = qs.left[rows], qs.sq_norm[rows].float()[:, None]
+    db_norm = db.sq_norm.float()
+    cols = max(k, int(memory_budget_mb * 2 ** 20 // (len(rows) * 8)))
+    best = None
+    for c0 in range(0, n, cols):
+        c1 = min(c0 + cols, n)
+        block = torch.mm(q, db.left[c0:c1].T).float().mul_(-2).add_(db_norm[None, c0:c1]).add_(q_norm)
+        if qidx is not None:
+            own = qidx[rows] - c0
+            hit = ((own >= 0) & (own < c1 - c0)).nonzero().squeeze(1)
+            block[hit, own[hit]] = float("inf")
+        if best is not None:
+            block = torch.cat([best, block], 1)
+        best = torch.topk(block, min(k, block.shape[1]), dim=1, largest=False).values
+    return max(0.0, float(best[:, -1].double().median()))
 
 
 @contextmanager
@@ -372,8 +520,21 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     Returns
     -------
     KnnResult
-        Distances are float32 squared distances computed from differences; ``info['fallback_rows']``
-        counts the rows the screen could not certify.
+        Distances are float32 squared distances computed from differences, in the input's units: beyond
+        float32's range (data spread above about 1e18) they are inf, below it (about 1e-19) subnormal or 0,
+        while the neighbours stay exact. ``info``: ``fallback_rows`` (rows the screen could not certify),
+        ``scale_exponent`` (the data was searched as ``x * 2**s``), ``tiny_rows`` (rows searched again
+        because their nearest distances were below float32's normal range).
+
+    Notes
+    -----
+    The neighbours are those of the float32 computation from differences on ``x * 2**s``, which is
+    bit-identical to the unscaled one (s = 0 for spreads of 2**-8 to 2**40) whenever that one neither
+    overflows nor underflows. Rows whose two nearest distances fall below ``d * 2**-80`` after scaling,
+    in data holding nonzero values small enough for a squared difference to go subnormal, are searched
+    again among the rows within their reach: on their own at a suitable scale when those span a far smaller
+    range than the data (a tight group beside outliers), else in float64 from differences (cost grows
+    with rows x n x d; only data spanning more orders of magnitude than float32 resolves gets there).
     """
     t0 = time.perf_counter()
     device = resolve_device(device)
@@ -397,13 +558,59 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     if not (memory_budget_mb > 0):
         raise HubnessError(f"Expected memory_budget_mb > 0, but memory_budget_mb = {memory_budget_mb}")
     dtype = _screen_dtype(precision, device)
+    scale, spread, constant = _data_scale(xd) if self_search else _data_scale(xd, xq)
+    xds = _scaled(xd, scale, constant)
+    xqs = xds if self_search else _scaled(xq, scale, constant)
+    tiny_dist = dim * 2.0 ** _TINY_DIST_LOG2
+    has_tiny = lru_cache(maxsize=None)(lambda: _has_tiny_values(scale, *((xd,) if self_search else (xd, xq))))
+    out_idx, out_dist, fallback_rows, full_rows = _exact_knn_scaled(
+        xds, xqs, qidx, k, dtype, margin, memory_budget_mb, device, tiny_dist, has_tiny)
+    del xqs, xds
+
+    tiny = torch.empty(0, dtype=torch.int64, device=device)
+    near = out_dist[:, min(k, 2) - 1] < tiny_dist
+    if bool(near.any()) and has_tiny():
+        tiny = near.nonzero().squeeze(1)
+        # the k rows found lie within twice their computed distance (rounding and subnormal terms are far
+        # smaller; d * 2**-80 covers the terms lost to underflow), so the true k nearest do too
+        reach = 2 * math.sqrt(max(float(out_dist[tiny, -1].max()), dim * 2.0 ** _TINY_DIST_LOG2)) * 2.0 ** -scale
+    _ldexp_(out_dist, -2 * scale)
+    if len(tiny):
+        spread = _column_spread(*((xd,) if self_search else (xd, xq)))[0]
+        log.info("exact k-NN: %d of %d rows have neighbours closer than float32 resolves next to the data's "
+                 "spread %.3g; searching them again", len(tiny), xq.shape[0], spread)
+        out_idx[tiny], out_dist[tiny] = _tiny_rows_knn(
+            xd, xq, qidx, tiny, k, reach, spread, precision=precision, margin=margin,
+            memory_budget_mb=memory_budget_mb, device=device)
+    if scale < 0 and not bool(torch.isfinite(out_dist).all()):
+        log.info("exact k-NN: squared distances beyond float32's range are reported as inf "
+                 "(data spread %.3g); the neighbours are exact", spread)
+    info = dict(precision=str(dtype).replace("torch.", ""), fallback_rows=fallback_rows, full_rows=full_rows,
+                scale_exponent=scale, tiny_rows=len(tiny), seconds=time.perf_counter() - t0, device=str(device))
+    return KnnResult(out_idx, out_dist, "exact", None, info)
+
+
+def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.Tensor], k: int,
+                      dtype: torch.dtype, margin: int, memory_budget_mb: float, device: torch.device,
+                      tiny_dist: float = 0.0, has_tiny=None):
+    """The screened search on data in the safe range: (indices, float32 distances, fallback rows, full rows).
+
+    ``xq is xd`` means self-search (``qidx`` is then arange(n)). Uncertified rows whose two nearest
+    candidates lie below ``tiny_dist``, in data where ``has_tiny()``, are left as screened: the caller
+    searches them again anyway (their candidates still bound the reach of the true neighbours).
+    """
+    n, dim = xd.shape
+    self_search = xq is xd
     n_avail = n - (1 if qidx is not None else 0)
     K = min(k + margin, n_avail)
 
     mean = _mean64(xd)
-    offset = _typical_kth_distance(xq, xd, qidx, k)
-    db = _Screen(xd, mean, dtype, offset)
-    qs = db if self_search else _Screen(xq, mean, dtype, offset)
+    db = _Screen(xd, mean, dtype)
+    qs = db if self_search else _Screen(xq, mean, dtype)
+    offset = _typical_kth_distance(qs, db, qidx, k, memory_budget_mb)
+    db.set_offset(offset)
+    if qs is not db:
+        qs.set_offset(offset)
     # |S - S~| <= A_i + u|S~| / (1 - u): input rounding (Cauchy-Schwarz), float32 accumulation, c split.
     u_rel = _UNIT_ROUNDOFF[dtype] / (1 - _UNIT_ROUNDOFF[dtype])
     gamma = db.width * 2.0 ** -24 / (1 - db.width * 2.0 ** -24)
@@ -445,13 +652,16 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
             out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
             failed.append((lb_out <= vals[:, -1].double()).nonzero().squeeze(1) + r0)
     failed = torch.cat(failed)
+    if len(failed) and has_tiny is not None:
+        small = out_dist[failed, min(k, 2) - 1] < tiny_dist
+        if bool(small.any()) and has_tiny():
+            failed = failed[~small]
     if len(failed) and (dtype != torch.float32 or margin < 4 * DEFAULT_MARGIN):
         # Rows the screen could not certify: a float32 screen with a wider margin, then full rows.
-        sub = exact_knn(xd, k, queries=xq[failed], query_indices=None if qidx is None else qidx[failed],
-                        precision="fp32", margin=max(4 * margin, 4 * DEFAULT_MARGIN),
-                        memory_budget_mb=memory_budget_mb, device=device)
-        out_idx[failed], out_dist[failed] = sub.indices, sub.distances
-        full_rows = sub.info["full_rows"]
+        sub_idx, sub_dist, _, full_rows = _exact_knn_scaled(
+            xd, xq[failed], None if qidx is None else qidx[failed], k, torch.float32,
+            max(4 * margin, 4 * DEFAULT_MARGIN), memory_budget_mb, device)
+        out_idx[failed], out_dist[failed] = sub_idx, sub_dist
     else:
         full_rows = len(failed)
         for r in failed.tolist():
@@ -464,9 +674,76 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     if fallback_rows:
         log.info("exact k-NN: %d of %d rows failed the %s screen certificate and were screened again",
                  fallback_rows, m, dtype)
-    info = dict(precision=str(dtype).replace("torch.", ""), fallback_rows=fallback_rows, full_rows=full_rows,
-                seconds=time.perf_counter() - t0, device=str(device))
-    return KnnResult(out_idx, out_dist, "exact", None, info)
+    return out_idx, out_dist, fallback_rows, full_rows
+
+
+def _tiny_rows_knn(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.Tensor], rows: torch.Tensor,
+                   k: int, reach: float, spread: float, **knn_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbours of the query ``rows`` whose nearest distances fell below float32's normal range.
+
+    Parameters
+    ----------
+    xd, xq : torch.Tensor, shape (n, d), (m, d)
+        The unscaled data.
+    rows : torch.Tensor, shape (r,)
+        Query rows to search again.
+    reach : float
+        Distance (input units) within which every query's k nearest neighbours lie.
+    spread : float
+        Largest coordinate spread of the whole search; a sub-search must shrink it 2**16-fold, so nested
+        sub-searches end.
+
+    Returns
+    -------
+    indices, distances : torch.Tensor, shape (r, k)
+        Distances in float32, input units.
+    """
+    q = xq[rows]
+    low = q.amin(0).double() - reach
+    high = q.amax(0).double() + reach
+    inside = torch.empty(xd.shape[0], dtype=torch.bool, device=xd.device)
+    step = max(1, 2 ** 18 // xd.shape[1])
+    for r0 in range(0, xd.shape[0], step):
+        chunk = xd[r0:r0 + step].double()
+        inside[r0:r0 + step] = ((chunk >= low) & (chunk <= high)).all(1)
+    cols = inside.nonzero().squeeze(1)  # ascending, so ties still go to the lower index
+    if len(cols) < k + (qidx is not None):  # cannot happen (the reach holds k neighbours); stay safe
+        cols = torch.arange(xd.shape[0], device=xd.device)
+    own = None if qidx is None else torch.searchsorted(cols, qidx[rows])
+    sub_db = xd[cols]
+    sub_spread = _column_spread(sub_db, q)[0]
+    if sub_spread < spread * 2.0 ** -16:  # a far tighter group: search it at its own scale
+        sub = exact_knn(sub_db, k, queries=q, query_indices=own, **knn_kwargs)
+        return cols[sub.indices], sub.distances
+    idx, dist = _float64_knn(sub_db, q, own, k, knn_kwargs["memory_budget_mb"])
+    return cols[idx], dist
+
+
+def _float64_knn(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.Tensor], k: int,
+                 memory_budget_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest database rows of each query by float64 squared distances from differences.
+
+    float64 holds every squared difference of float32 values without under- or overflow. Ties go to the
+    lower index. Returns indices (m, k) and float32 distances (m, k), input units.
+    """
+    n, dim = xd.shape
+    m = xq.shape[0]
+    budget = memory_budget_mb * 2 ** 20
+    rows = max(1, min(m, int(budget // (32 * n))))          # (rows, n) distances, sorted copies
+    cols = max(1, int(budget // (16 * dim * rows)))        # (rows, cols, d) differences
+    out_idx = torch.empty(m, k, dtype=torch.int64, device=xd.device)
+    out_dist = torch.empty(m, k, dtype=torch.float64, device=xd.device)
+    for r0 in range(0, m, rows):
+        r1 = min(r0 + rows, m)
+        q = xq[r0:r1].double()[:, None, :]
+        dist = torch.empty(r1 - r0, n, dtype=torch.float64, device=xd.device)
+        for c0 in range(0, n, cols):
+            dist[:, c0:c0 + cols] = (q - xd[c0:c0 + cols].double()[None]).square_().sum(2)
+        if qidx is not None:
+            dist[torch.arange(r1 - r0, device=xd.device), qidx[r0:r1]] = float("inf")
+        vals, order = torch.sort(dist, dim=1, stable=True)
+        out_dist[r0:r1], out_idx[r0:r1] = vals[:, :k], order[:, :k]
+    return out_idx, out_dist.float()
 
 
 def measure_recall(latents, indices, *, sample: int = 256, seed: int = 0, device=None,
@@ -518,7 +795,8 @@ def approximate_knn(latents, k: int, *, recall_threshold: float = 0.95, on_low_r
     Returns
     -------
     KnnResult
-        ``recall`` holds the measured recall@k of the approximate graph.
+        ``recall`` holds the measured recall@k of the approximate graph. Distances are float32 in the
+        input's units (inf beyond float32's range), as :func:`exact_knn` reports them.
     """
     try:
         from pynndescent import NNDescent
@@ -535,10 +813,13 @@ def approximate_knn(latents, k: int, *, recall_threshold: float = 0.95, on_low_r
     kw = dict(APPROX_PARAMS)
     kw.update(params or {})
     kw["n_neighbors"] = min(max(kw["n_neighbors"], k + 1), n)
-    index = NNDescent(x.numpy(), metric="euclidean", random_state=seed, verbose=False, **kw)
+    # pynndescent computes in float32 too: the same power-of-two scaling keeps its distances finite
+    scale, _, constant = _data_scale(x)
+    index = NNDescent(_scaled(x, scale, constant).numpy(), metric="euclidean", random_state=seed, verbose=False,
+                      **kw)
     graph, dist = index.neighbor_graph
     graph = torch.as_tensor(graph.astype(np.int64))
-    dist = torch.as_tensor(dist.astype(np.float32)) ** 2
+    dist = (torch.as_tensor(dist.astype(np.float64)) ** 2 * 4.0 ** -scale).float()
     not_self = graph != torch.arange(n)[:, None]
     not_self &= graph >= 0
     # Keep the first k non-self entries of each row, nearest first.
