@@ -5,10 +5,16 @@ default, it renders the same images), and --sampler hubness renders only the see
 hubs (Liang et al., ICML 2022). Runs on CUDA when available, else on the CPU.
 """
 
-import click
+import signal
+import sys
 
-from extensions.digits import NETWORK_NAME
-from extensions.stylegan.cli import SeedList, Vec2, add_hubness_options, run
+if __name__ == "__main__":  # Ctrl-C while the modules load: exit 130 without a traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+
+import click  # noqa: E402
+
+from extensions.digits import NETWORK_NAME  # noqa: E402
+from extensions.stylegan.cli import SeedList, Vec2, add_hubness_options, run  # noqa: E402
 
 
 @click.command()

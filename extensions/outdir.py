@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 LOCK_INFO_NAME = ".stylegan3-hubness.lock"
 STAGING_NAME = ".stylegan3-hubness.staging"
+#: Files a commit replaces or removes wait here until the new manifest is in place.
+ASIDE_NAME = ".stylegan3-hubness.aside"
+_MOVED_IN = "moved-in.txt"
 #: Temporary files of :func:`extensions.render.atomic_file`: ``.<name>.<random>.tmp``.
 _TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 _FORMAT = 1
@@ -105,6 +108,7 @@ class OutputDir:
         self.manifest: Optional[dict] = None
         self._hashes: dict = {}
         self._fd: Optional[int] = None
+        self._locked = False
         self._created = False
         self._committed = False
         self.staging = self.path / STAGING_NAME
@@ -126,7 +130,9 @@ class OutputDir:
             if not _lock(self._fd):
                 raise OutdirBusyError(f"{self.option} {str(p)!r} is in use by another run ({self._holder()}); wait "
                                       f"for it to finish or choose another {self.option}")
+            self._locked = True
             self._write_lock_info()
+            self._finish_interrupted_commit()
             self._remove_leftovers()
             self.manifest = self._read_manifest()
         except BaseException:
@@ -138,13 +144,15 @@ class OutputDir:
         if exc_type is not None and not self._committed:
             # A failed run leaves the folder as it found it; an interrupted one keeps its staged images
             # for the next run with the same settings.
-            if not issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+            if issubclass(exc_type, Exception):
                 shutil.rmtree(self.staging, ignore_errors=True)
         self._release(remove_if_created=exc_type is not None)
 
     def _release(self, remove_if_created: bool) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.path / LOCK_INFO_NAME).unlink()
+        if self._locked:  # the holder's information is the holder's to remove
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / LOCK_INFO_NAME).unlink()
+            self._locked = False
         if remove_if_created and self._created:
             with contextlib.suppress(OSError):
                 if not any(self.path.iterdir()):
@@ -183,8 +191,13 @@ class OutputDir:
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
-                raise ValueError("no files table")
+            if not isinstance(data, dict) or not isinstance(data.get("files"), dict) or \
+                    not isinstance(data.get("settings"), dict):
+                raise ValueError("no settings or files table")
+            for name, entry in data["files"].items():
+                if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                        and isinstance(entry.get("bytes"), int)):
+                    raise ValueError(f"bad entry for {name!r}")
             return data
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable %s (%s)", path, exc)
@@ -271,7 +284,7 @@ class OutputDir:
         return kept
 
     def commit(self, settings: dict, keep: Iterable[str], remove: Iterable[str] = ()) -> dict:
-        """Make the staged files the folder's result.
+        """Make the staged files the folder's result, all or nothing.
 
         Parameters
         ----------
@@ -280,16 +293,24 @@ class OutputDir:
         keep : iterable of str
             Files already in the folder that belong to the result unchanged (vouched for).
         remove : iterable of str
-            Files to delete first (from :meth:`refuse_or_clean`).
+            Files to delete (from :meth:`refuse_or_clean`).
 
         Returns
         -------
         dict
             name -> {'sha256', 'bytes'} of every result file, as written to ``manifest.json``.
+
+        Raises
+        ------
+        OutdirError
+            When a file cannot be moved or replaced; the folder is then restored as it was.
+
+        Notes
+        -----
+        Files to be replaced or removed, and the old manifest, are first moved aside (renames, which undo);
+        then the staged files move in, then the new manifest is written: that is the commit point. A run
+        killed before it is rolled back by the next run, one killed after it is completed.
         """
-        for name in remove:
-            with contextlib.suppress(FileNotFoundError):
-                (self.path / name).unlink()
         files = {}
         for name in keep:
             path = self.path / name
@@ -299,15 +320,66 @@ class OutputDir:
         for name in staged:
             path = self.staging / name
             files[name] = dict(sha256=file_sha256(path), bytes=path.stat().st_size)
-        from .render import atomic_file  # render writes through this module's folders, not the reverse
         manifest = dict(format=_FORMAT, tool=self.tool, settings=settings, files=dict(sorted(files.items())))
-        # The manifest goes first: a run killed while moving leaves files it lists as 'damaged' (rendered
-        # again next time), never files that nothing vouches for.
-        with atomic_file(self.path / MANIFEST_NAME, "w") as f:
-            json.dump(manifest, f, indent=1)
-        for name in staged:
-            os.replace(self.staging / name, self.path / name)
+        from .render import atomic_file  # render writes through this module's folders, not the reverse
+        aside = self.path / ASIDE_NAME
+        aside.mkdir(exist_ok=True)
+        current = None
+        try:
+            # The old manifest goes first: from here on, a manifest in the folder means the commit finished.
+            for name in [MANIFEST_NAME] + sorted((set(remove) | set(staged)) - {MANIFEST_NAME}):
+                current = name
+                target = self.path / name
+                if target.is_dir() and not target.is_symlink():
+                    raise IsADirectoryError(errno.EISDIR, "a folder stands where a result file goes", str(target))
+                if target.exists() or target.is_symlink():
+                    os.replace(target, aside / name)
+            with open(aside / _MOVED_IN, "a", encoding="utf-8") as journal:
+                for name in staged:
+                    current = name
+                    # Noted first: a roll-back moves back what arrived (the old file is already aside).
+                    journal.write(name + "\n")
+                    journal.flush()
+                    os.replace(self.staging / name, self.path / name)
+            current = MANIFEST_NAME
+            with atomic_file(self.path / MANIFEST_NAME, "w") as f:
+                json.dump(manifest, f, indent=1)
+        except OSError as exc:
+            self._roll_back()
+            raise OutdirError(f"cannot replace {str(self.path / current)!r} ({exc.strerror or exc}); the folder "
+                              f"is as it was: fix that file (permissions, immutable flag, a folder in its place) "
+                              f"or choose another {self.option}") from exc
+        shutil.rmtree(aside, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)
         self.manifest = manifest
         self._committed = True
         return files
+
+    def _roll_back(self) -> None:
+        """Undo a commit that did not reach its manifest: incoming files go back to staging, the files set
+        aside return."""
+        aside = self.path / ASIDE_NAME
+        try:
+            moved_in = [n for n in (aside / _MOVED_IN).read_text(encoding="utf-8").split("\n") if n]
+        except OSError:
+            moved_in = []
+        self.staging.mkdir(exist_ok=True)
+        for name in moved_in:
+            with contextlib.suppress(OSError):
+                os.replace(self.path / name, self.staging / name)
+        for entry in aside.iterdir() if aside.is_dir() else ():
+            if entry.name != _MOVED_IN:
+                with contextlib.suppress(OSError):
+                    os.replace(entry, self.path / entry.name)
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def _finish_interrupted_commit(self) -> None:
+        """A commit killed midway: completed when its manifest is in place, else rolled back."""
+        aside = self.path / ASIDE_NAME
+        if not aside.is_dir():
+            return
+        if (self.path / MANIFEST_NAME).is_file():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            log.info("rolling back a commit of %s that was interrupted", self.path)
+            self._roll_back()

@@ -106,7 +106,8 @@ class SeedPools:
             return self.first_seeds
         first = self.next_seed + (index - 1) * self.pool_size
         if first + self.pool_size - 1 > MAX_SEED:
-            raise HubnessError(f"pool {index} would need seeds beyond {MAX_SEED}; use smaller seeds or pools")
+            raise HubnessError(f"pool {index} would need seeds beyond {MAX_SEED}; use smaller --seeds or a smaller "
+                               f"--pool-size")
         return np.arange(first, first + self.pool_size, dtype=np.int64)
 
     def draw(self, index: int) -> Pool:

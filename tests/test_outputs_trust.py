@@ -54,6 +54,8 @@ def contents(folder):
     """Every visible file's bytes, with latents.npz by its arrays (zip entries carry timestamps)."""
     out = {}
     for name in visible(folder):
+        if (folder / name).is_dir():
+            continue
         if name == "latents.npz":
             with np.load(folder / name, allow_pickle=False) as data:
                 out[name] = {k: data[k].tobytes() for k in data.files}
@@ -312,3 +314,142 @@ def test_seed_ranges_are_counted_before_they_are_built():
         parse_seeds("0-4294967295")
     assert time.time() - t0 < 1
     assert parse_seeds("3,0-2,9").tolist() == [3, 0, 1, 2, 9]
+
+
+# ------------------------------------------------------------------------------------ audited corners
+
+
+def test_a_commit_that_cannot_finish_restores_the_folder(tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    args = ["--network", tiny_network_pkl, "--seeds", "0-5", "--grid", "--outdir", out]
+    assert cli(*args).exit_code == 0
+    before = contents(out)
+    (out / "seed0004.png").unlink()
+    (out / "seed0004.png").mkdir()  # a folder where a result file goes: found only when it is replaced
+    del before["seed0004.png"]
+    res = cli(*args, "--trunc", 0.7, "--clean")
+    assert res.exit_code == 1
+    line = res.stderr.strip().splitlines()[-1]
+    assert f"cannot replace '{out / 'seed0004.png'}'" in line and "the folder is as it was" in line, line
+    assert {k: v for k, v in contents(out).items() if k != "seed0004.png"} == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
+    (out / "seed0004.png").rmdir()
+    assert cli(*args, "--trunc", 0.7, "--clean").exit_code == 0
+    assert json.loads((out / "manifest.json").read_text())["settings"]["truncation_psi"] == 0.7
+
+
+class _Killed(BaseException):
+    """The process dies: nothing of the run's own error handling runs."""
+
+
+@pytest.mark.parametrize("renames", range(8))  # the commit below renames 8 times
+def test_a_commit_killed_midway_is_rolled_back_or_completed(tmp_path, monkeypatch, renames):
+    from extensions import outdir as od
+    out = tmp_path / "out"
+
+    def run(settings, files, remove=(), keep=()):
+        with OutputDir(out, clean=True) as d:
+            d.prepare_staging(settings, files)
+            for name, data in files.items():
+                d.staged(name).write_bytes(data)
+            d.commit(settings, keep=keep, remove=remove)
+
+    run({"v": 1}, {"a.png": b"a1", "b.png": b"b1", "pool.csv": b"t1"})
+    old = contents(out)
+    real, calls = os.replace, []
+
+    def dies(src, dst):
+        calls.append(dst)
+        if len(calls) > renames:
+            raise _Killed()
+        return real(src, dst)
+
+    monkeypatch.setattr(od.os, "replace", dies)
+    with pytest.raises(_Killed):
+        run({"v": 2}, {"a.png": b"a2", "c.png": b"c2", "pool.csv": b"t2"}, remove=["b.png"])
+    monkeypatch.setattr(od.os, "replace", real)
+    with OutputDir(out):  # the next run finishes or undoes the half commit before anything else
+        pass
+    after = contents(out)
+    new = {"a.png": b"a2", "c.png": b"c2", "pool.csv": b"t2"}
+    assert after in (old, {**new, "manifest.json": after.get("manifest.json")}), (renames, after)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) == set(visible(out)) - {"manifest.json"}  # it vouches for exactly what is there
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == entry["sha256"]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] in ([], [STAGING_NAME])
+
+
+@pytest.mark.parametrize("manifest", ['{"files": {}, "settings": 5}', '[1, 2]', '{"files": {"seed0000.png": "x"}, '
+                                      '"settings": {}}', '{"settings": {}, "files": {"seed0000.png": {"sha256": 1}}}'])
+def test_a_malformed_manifest_vouches_for_nothing(tiny_network_pkl, tmp_path, manifest):
+    out = tmp_path / "out"
+    args = ["--network", tiny_network_pkl, "--seeds", "0-3", "--outdir", out]
+    assert cli(*args).exit_code == 0
+    (out / "manifest.json").write_text(manifest)
+    res = cli(*args)
+    assert res.exit_code == 1 and "Traceback" not in res.stderr and "--clean" in res.stderr.splitlines()[-1]
+    assert cli(*args, "--clean").exit_code == 0
+
+
+def test_results_the_new_run_does_not_make_are_not_left_behind(tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    args = ["--network", tiny_network_pkl, "--seeds", "0-3", "--outdir", out]
+    assert cli(*args, "--grid").exit_code == 0
+    res = cli(*args)  # no grid this time: the old one would show another result
+    assert res.exit_code == 1 and "grid.png" in res.stderr
+    assert cli(*args, "--clean").exit_code == 0 and not (out / "grid.png").exists()
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "pool.csv").write_text("my own table")
+    res = cli(*args[:-1], user)
+    assert res.exit_code == 1 and "pool.csv" in res.stderr and (user / "pool.csv").read_text() == "my own table"
+
+
+def test_a_file_url_network_is_identified_by_its_content(stylegan_runtime, tmp_path):
+    from extensions.stylegan.generate import network_identity
+    pkl = tiny_networks.write_network_pickle(tmp_path / "snap.pkl", seed=0)
+    first = network_identity(f"file://{pkl}")
+    assert first == network_identity(str(pkl)) and first["network"] == str(pkl)
+    assert first["network_sha256"] == hashlib.sha256(pkl.read_bytes()).hexdigest()
+    tiny_networks.write_network_pickle(pkl, seed=1)  # a snapshot overwritten in place
+    assert network_identity(f"file://{pkl}")["network_sha256"] != first["network_sha256"]
+
+
+def test_a_nan_mean_latent_blames_the_network_not_trunc(stylegan_runtime, tmp_path):
+    data = tiny_networks.network_dict(seed=0)
+    data["G_ema"].mapping.w_avg.fill_(float("nan"))
+    pkl = tmp_path / "nan_wavg.pkl"
+    with open(pkl, "wb") as f:
+        pickle.dump(data, f)
+    res = cli("--network", pkl, "--seeds", "0-3", "--trunc", 0.7, "--outdir", tmp_path / "out")
+    line = res.stderr.strip().splitlines()[-1]
+    assert res.exit_code == 1 and line.startswith(f"Error: network '{pkl}' has NaN or inf in its mean latent"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_run_leaves_the_holders_lock_alone(tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    with OutputDir(out, tool="holder"):
+        for _ in range(2):
+            res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--outdir", out)
+            assert res.exit_code == 1 and "(holder, pid" in res.stderr
+
+
+def test_overflow_and_range_messages_are_one_clean_line(tiny_network_pkl, tmp_path):
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--trunc", "1e39", "--outdir", tmp_path / "a")
+    assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--num", 10 ** 12, "--outdir", tmp_path / "b")
+    assert res.exit_code == 1 and "raise --max-pools" in res.stderr and not (tmp_path / "b").exists()
+    res = cli("--network", tiny_network_pkl, "--seeds", "\u0661\u0662", "--outdir", tmp_path / "c")
+    assert res.exit_code == 2 and "neither a seed nor a range" in res.stderr
+
+
+def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(stylegan_runtime, tiny_network_pkl, tmp_path):
+    for delay in (0.2, 0.6, 1.2):
+        p = start(["--network", tiny_network_pkl, "--seeds", "0-1999", "--outdir", tmp_path / f"o{delay}"],
+                  stylegan_runtime.root)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130 and "Traceback" not in err, (delay, err[-1500:])

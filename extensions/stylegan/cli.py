@@ -37,7 +37,7 @@ def parse_seeds(text: str, limit: int = MAX_SEEDS) -> np.ndarray:
     ranges = []
     for part in str(text).split(","):
         part = part.strip()
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
         if match is None:
             raise ValueError(f"{part!r} is neither a seed nor a range like 4-6")
         lo = int(match.group(1))
@@ -157,7 +157,8 @@ def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx
             hint = ""
             if hub.get("sampler") == "hubness":
                 hint = f" (--t 0 --num {hub.get('num') or 64})"
-            raise click.ClickException(" ".join(str(exc).split()) + hint) from exc
+            text = " ".join(str(exc).split()).replace("raise max_pools", "raise --max-pools")
+            raise click.ClickException(text + hint) from exc
         except HubnessError as exc:
             raise click.ClickException(" ".join(str(exc).split())) from exc
         except OSError as exc:  # the disk is full, a file cannot be replaced, ...
@@ -176,10 +177,11 @@ class interrupts_exit:
     ``finally`` blocks and context managers of the run have cleaned up."""
 
     def __enter__(self):
-        self._term = None
+        self._saved = {}
         try:
-            self._term = signal.signal(signal.SIGTERM, self._on_term)
-        except (ValueError, OSError):  # not the main thread: keep the default handler
+            self._saved[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_term)
+            self._saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+        except (ValueError, OSError):  # not the main thread: keep the handlers
             pass
         return self
 
@@ -188,8 +190,8 @@ class interrupts_exit:
         raise _Terminated()
 
     def __exit__(self, exc_type, exc, tb):
-        if self._term is not None:
-            signal.signal(signal.SIGTERM, self._term)
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             code = 143 if issubclass(exc_type, _Terminated) else 130
             click.echo("Interrupted: the output folder holds complete files only; run the command again to finish",

@@ -34,13 +34,13 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import HubnessError, NonFiniteError, check_count, check_threshold
+from .._checks import HubnessError, NonFiniteError, check_count, check_threshold, resolve_device
 from ..outdir import OutputDir, file_sha256
 from ..pools import MAX_SEED, SeedPools, check_pool_memory, seed_latents
 from ..render import image_grid, load_png, save_png, seed_filename, to_uint8, write_csv, write_npz
 from ..samplers import Selection, make_sampler
 from .adapter import NOISE_MODES, GeneratorAdapter, StyleGANAdapter, make_adapter
-from .loader import is_url, load_network
+from .loader import _local_path, is_url, load_network
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ CSV_NAME = "pool.csv"
 NPZ_NAME = "latents.npz"
 GRID_NAME = "grid.png"
 #: Names of the images this command writes (``seed%04d.png``).
-IMAGE_RE = re.compile(r"seed\d{4,}\.png")
+IMAGE_RE = re.compile(r"seed[0-9]{4,}\.png")
+#: Every file of a result but the manifest.
+RESULT_RE = re.compile(rf"{IMAGE_RE.pattern}|{re.escape(CSV_NAME)}|{re.escape(NPZ_NAME)}|{re.escape(GRID_NAME)}")
 
 
 @dataclass
@@ -183,7 +185,7 @@ def network_identity(network: str) -> dict:
     from ..digits.network import NETWORK_NAME
     if network == NETWORK_NAME or is_url(network):
         return dict(network=network)
-    path = os.path.abspath(os.path.expanduser(network))
+    path = os.path.abspath(_local_path(network))
     return dict(network=path, network_sha256=file_sha256(path) if os.path.isfile(path) else None)
 
 
@@ -218,6 +220,9 @@ def _validate(sampler, noise_mode, knn_backend, seeds, num, pool_size, batch_siz
     pool_size = len(seeds) if pool_size is None else check_count(pool_size, "--pool-size")
     check_count(batch_size, "--batch-size")
     check_count(max_pools, "--max-pools")
+    if num is not None and sampler not in HUB_SAMPLERS and num > len(seeds) + (max_pools - 1) * pool_size:
+        raise HubnessError(f"--num {num} is more than --seeds ({len(seeds)}) and {max_pools - 1} further pools of "
+                           f"--pool-size {pool_size} hold; give more seeds or raise --max-pools")
     if sampler in HUB_SAMPLERS:
         k = check_count(k, "--k")
         check_threshold(t, "--t")
@@ -232,7 +237,7 @@ def _validate(sampler, noise_mode, knn_backend, seeds, num, pool_size, batch_siz
         raise HubnessError(f"--trunc must be a number, got {truncation_psi!r}") from None
     if not np.isfinite(truncation_psi):
         raise HubnessError(f"--trunc must be a finite number, got {truncation_psi}")
-    if abs(truncation_psi) > np.finfo(np.float32).max:
+    if abs(truncation_psi) > float(np.finfo(np.float32).max):
         raise HubnessError(f"--trunc {truncation_psi:g} overflows the network's float32 arithmetic; use a truncation "
                            f"psi of moderate size (e.g. 0.5 to 1)")
     if sampler == "truncation" and truncation_psi == 1:
@@ -305,6 +310,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
         When the sampler cannot collect the latents asked for; the output folder is left as it was.
     """
     say = echo or log.info
+    resolve_device(device)  # before the folder is locked or anything loads
     seeds, num, pool_size, truncation_psi = _validate(sampler, noise_mode, knn_backend, seeds, num, pool_size,
                                                       batch_size, max_pools, k, t, t_lq, truncation_psi, say)
     layout = parse_grid(grid)
@@ -323,8 +329,11 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
             say("warn: --class=lbl ignored when running on an unconditional network")
             class_idx = None
         labels = adapter.labels(class_idx)
-        if truncation_psi != 1:
-            adapter.mean_latent(space)  # generators without a mapping network cannot truncate
+        if truncation_psi != 1:  # generators without a mapping network cannot truncate
+            if not bool(torch.isfinite(adapter.mean_latent(space)).all()):
+                raise NonFiniteError(f"network {network!r} has NaN or inf in its mean latent (w_avg), which --trunc "
+                                     f"{truncation_psi:g} moves every latent towards; the network is broken: check "
+                                     f"its weights, use another snapshot, or leave --trunc at 1")
         moved = translate != (0.0, 0.0) or float(rotate) != 0
         if not adapter.set_input_transform(translate, rotate) and moved:
             say("warn: --translate/--rotate ignored: only stylegan3 networks have an input transform")
@@ -347,9 +356,12 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
         names = [seed_filename(s) for s in selection.seeds]
         status = out.vouched(names, settings)
         wanted = set(names)
-        unwanted = [n for n in out.results_present(IMAGE_RE) if n not in wanted or status[n] == "other"]
-        remove = out.refuse_or_clean(unwanted, "images from another selection or settings, or not written by "
-                                               "gen_images_hub")
+        produced = wanted | {CSV_NAME, NPZ_NAME} | ({GRID_NAME} if layout is not None else set())
+        ours = set(out.manifest["files"]) if out.manifest is not None else set()
+        unwanted = [n for n in out.results_present(RESULT_RE) if n not in produced or status.get(n) == "other"
+                    or (n not in status and n not in ours)]
+        remove = out.refuse_or_clean(unwanted, "results of another selection or settings, or files no run of "
+                                               "gen_images_hub wrote")
         damaged = [n for n in names if status[n] == "damaged"]
         if damaged:
             say(f"note: rendering again {len(damaged)} image(s) that manifest.json lists but that are missing or "
