@@ -13,35 +13,19 @@ import click
 from extensions._checks import HubnessError, resolve_device
 from extensions.comparison import DigitsJudge, compare_samplers
 from extensions.digits import NETWORK_NAME, is_embedded, load_any_network
-from extensions.report import GridShape, check_outdir
+from extensions.report import GridShape, check_outdir, figure_options
 
 
 @click.command()
-@click.option("--network", "network_pkl", default=None, metavar="PKL",
-              help=f"Network pickle filename or URL [default: the embedded '{NETWORK_NAME}' generator]")
-@click.option("--outdir", type=click.Path(file_okay=False), required=True, metavar="DIR",
-              help="Where to write comparison.png and comparison.json")
-@click.option("--pool-size", type=click.IntRange(min=2), default=10000, show_default=True,
-              help="Latents in the pool every sampler draws from")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="First seed of the pool (latent i = RandomState(seed + i).randn(z_dim), as gen_images.py)")
-@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="k-NN list size")
-@click.option("--t", type=click.FloatRange(min=0), default=50, show_default=True,
-              help="Hubness panel: latents with m >= t, largest first")
-@click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=1, show_default=True,
-              help="Hubness-lq panel: latents with m <= t_lq, smallest first")
-@click.option("--trunc", "psi", type=float, default=0.7, show_default=True,
-              help="Truncation psi of the truncation panel")
-@click.option("--grid", type=GridShape(), default="8x8", show_default=True,
-              help="Columns x rows (WxH, as gen_video.py) of each panel")
-@click.option("--include-self", is_flag=True, default=False,
-              help="Count each latent as its own neighbour (the authors' reference code)")
-@click.option("--space", type=click.Choice(["w", "z"]), default=None,
-              help="Where hub values are computed [default: w for StyleGAN networks, z otherwise]")
-@click.option("--device", type=str, default=None, help="torch device [default: cuda if available, else cpu]")
-@click.option("--stylegan3", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="stylegan3 or stylegan2-ada-pytorch checkout [default: $STYLEGAN3_DIR, else importable modules, "
-                   "else the draggan wheel's]")
+@figure_options(outdir_help="Where to write comparison.png and comparison.json",
+                pool_help="Latents in the pool every sampler draws from",
+                t_help="Hubness panel: latents with m >= t, largest first",
+                t_lq_help="Hubness-lq panel: latents with m <= t_lq, smallest first")([
+    click.option("--trunc", "psi", type=float, default=0.7, show_default=True,
+                 help="Truncation psi of the truncation panel"),
+    click.option("--grid", type=GridShape(), default="8x8", show_default=True,
+                 help="Columns x rows (WxH, as gen_video.py) of each panel"),
+])
 def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_self, space, device, stylegan3):
     """Write comparison.png: four panels from the same pool, titled with their quality.
 

@@ -9,34 +9,18 @@ import click
 
 from extensions._checks import HubnessError, resolve_device
 from extensions.digits import NETWORK_NAME, is_embedded, load_any_network
-from extensions.report import GridShape, check_outdir, hubness_report
+from extensions.report import GridShape, check_outdir, figure_options, hubness_report
 
 
 @click.command()
-@click.option("--network", "network_pkl", default=None, metavar="PKL",
-              help=f"Network pickle filename or URL [default: the embedded '{NETWORK_NAME}' generator]")
-@click.option("--outdir", type=click.Path(file_okay=False), required=True, metavar="DIR",
-              help="Where to write the figures")
-@click.option("--pool-size", type=click.IntRange(min=2), default=10000, show_default=True,
-              help="Latents in the pool whose hub values are shown")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="First seed of the pool (latent i = RandomState(seed + i).randn(z_dim), as gen_images.py)")
-@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="k-NN list size")
-@click.option("--t", type=click.FloatRange(min=0), default=50, show_default=True,
-              help="High-quality threshold: m >= t (fewer than 16 such latents: the largest m are shown instead)")
-@click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=1, show_default=True,
-              help="Low-quality threshold: m <= t_lq")
-@click.option("--psi", type=float, default=0.7, show_default=True, help="Truncation psi of the Fig. 9 comparison")
-@click.option("--grid", type=GridShape(), default="8x8", show_default=True,
-              help="Columns x rows (WxH, as gen_video.py) of each grid of the high- vs low-quality figure")
-@click.option("--include-self", is_flag=True, default=False,
-              help="Count each latent as its own neighbour (the authors' reference code)")
-@click.option("--space", type=click.Choice(["w", "z"]), default=None,
-              help="Where hub values are computed [default: w for StyleGAN networks, z otherwise]")
-@click.option("--device", type=str, default=None, help="torch device [default: cuda if available, else cpu]")
-@click.option("--stylegan3", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="stylegan3 or stylegan2-ada-pytorch checkout [default: $STYLEGAN3_DIR, else importable modules, "
-                   "else the draggan wheel's]")
+@figure_options(outdir_help="Where to write the figures",
+                pool_help="Latents in the pool whose hub values are shown",
+                t_help="High-quality threshold: m >= t (fewer than 16 such latents: the largest m are shown instead)",
+                t_lq_help="Low-quality threshold: m <= t_lq")([
+    click.option("--psi", type=float, default=0.7, show_default=True, help="Truncation psi of the Fig. 9 comparison"),
+    click.option("--grid", type=GridShape(), default="8x8", show_default=True,
+                 help="Columns x rows (WxH, as gen_video.py) of each grid of the high- vs low-quality figure"),
+])
 def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_self, space, device, stylegan3):
     """Write hub_histogram.png, distance_to_mean.png, hubness_spectrum.png, quality_grids.png and report.json.
 

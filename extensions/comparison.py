@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -28,7 +27,7 @@ from ._checks import HubnessError, check_k, check_count, check_threshold, resolv
 from .hubness import compute_hubness, hubness_stats
 from .pools import SeedPools
 from .render import atomic_file, image_grid, to_uint8
-from .report import Progress, _pyplot, _show, check_grid, check_outdir, render_latents
+from .report import Progress, _pyplot, _show, check_grid, check_outdir, figure_adapter, render_latents
 from .samplers import make_sampler
 from .selection import select_low_quality, select_threshold
 
@@ -230,7 +229,7 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
         Bad input, or a threshold that fewer than ``cols x rows`` latents of the pool meet (the message
         names the threshold that would do); raised before any file is written.
     """
-    from .stylegan.adapter import StyleGANAdapter, make_adapter
+    from .stylegan.adapter import StyleGANAdapter
 
     pool_size = check_count(pool_size, "pool_size")
     cols, rows = check_grid(grid)
@@ -245,11 +244,7 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
                            f"raise pool_size or shrink the grid")
     outdir = check_outdir(outdir)
     plt = _pyplot()
-    device = resolve_device(device)
-    adapter = make_adapter(G.to(device))
-    if adapter.c_dim > 0:
-        raise HubnessError(f"the comparison needs an unconditional network; this one has {adapter.c_dim} classes")
-    space = adapter.check_space(space)
+    adapter, space, device = figure_adapter(G, device, space, "comparison")
 
     bars = Progress(progress)
     try:

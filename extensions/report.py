@@ -106,6 +106,59 @@ def check_outdir(outdir) -> Path:
     return outdir
 
 
+def figure_options(*, outdir_help: str, pool_help: str, t_help: str, t_lq_help: str):
+    """The options ``hubness_report.py`` and ``compare_samplers.py`` share: --network, --outdir, --pool-size,
+    --seed, --k, --t, --t-lq, then (after the script's own) --include-self, --space, --device, --stylegan3."""
+    from .digits.network import NETWORK_NAME  # late: extensions.digits pulls in the stylegan integration
+
+    head = [
+        click.option("--network", "network_pkl", default=None, metavar="PKL",
+                     help=f"Network pickle filename or URL [default: the embedded '{NETWORK_NAME}' generator]"),
+        click.option("--outdir", type=click.Path(file_okay=False), required=True, metavar="DIR", help=outdir_help),
+        click.option("--pool-size", type=click.IntRange(min=2), default=10000, show_default=True, help=pool_help),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="First seed of the pool (latent i = RandomState(seed + i).randn(z_dim), as gen_images.py)"),
+        click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="k-NN list size"),
+        click.option("--t", type=click.FloatRange(min=0), default=50, show_default=True, help=t_help),
+        click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=1, show_default=True, help=t_lq_help),
+    ]
+    tail = [
+        click.option("--include-self", is_flag=True, default=False,
+                     help="Count each latent as its own neighbour (the authors' reference code)"),
+        click.option("--space", type=click.Choice(["w", "z"]), default=None,
+                     help="Where hub values are computed [default: w for StyleGAN networks, z otherwise]"),
+        click.option("--device", type=str, default=None, help="torch device [default: cuda if available, else cpu]"),
+        click.option("--stylegan3", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                     help="stylegan3 or stylegan2-ada-pytorch checkout [default: $STYLEGAN3_DIR, else importable "
+                          "modules, else the draggan wheel's]"),
+    ]
+
+    def decorate(own_options):
+        def apply(f):
+            for option in reversed(head + list(own_options) + tail):
+                f = option(f)
+            return f
+        return apply
+
+    return decorate
+
+
+def figure_adapter(G: torch.nn.Module, device, space: Optional[str], figure: str) -> tuple:
+    """(adapter, space, device) of an unconditional generator moved to ``device``, for a figure.
+
+    Raises
+    ------
+    HubnessError
+        For conditional networks and spaces the generator lacks.
+    """
+    from .stylegan.adapter import make_adapter  # the integration imports the engine, not the other way round
+    device = resolve_device(device)
+    adapter = make_adapter(G.to(device))
+    if adapter.c_dim > 0:
+        raise HubnessError(f"the {figure} needs an unconditional network; this one has {adapter.c_dim} classes")
+    return adapter, adapter.check_space(space), device
+
+
 class GridShape(click.ParamType):
     """Click type of ``--grid WxH`` (columns x rows, e.g. ``8x8``; ``auto``: 8x8) -> (columns, rows)."""
 
@@ -281,7 +334,6 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
     -------
     Report
     """
-    from .stylegan.adapter import make_adapter  # the integration imports the engine, not the other way round
 
     pool_size = check_count(pool_size, "pool_size")
     cols, grid_rows = check_grid(grid)
@@ -296,11 +348,7 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
                            f"and grids of {cols}x{grid_rows}; raise pool_size or shrink the figures")
     outdir = check_outdir(outdir)
     plt = _pyplot()
-    device = resolve_device(device)
-    adapter = make_adapter(G.to(device))
-    if adapter.c_dim > 0:
-        raise HubnessError(f"the report needs an unconditional network; this one has {adapter.c_dim} classes")
-    space = adapter.check_space(space)
+    adapter, space, device = figure_adapter(G, device, space, "report")
     name = f"{title}, " if title else ""
 
     bars = Progress(progress)
