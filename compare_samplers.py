@@ -5,15 +5,22 @@ classifier's mean confidence and precision; any other network gets the number of
 values. Writes comparison.png and comparison.json.
 """
 
-import logging
-import math
+import signal
+import sys
 
-import click
+if __name__ == "__main__":  # Ctrl-C while the modules load: exit 130 without a traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
 
-from extensions._checks import HubnessError, resolve_device
-from extensions.comparison import DigitsJudge, compare_samplers
-from extensions.digits import NETWORK_NAME, is_embedded, load_any_network
-from extensions.report import GridShape, check_outdir, figure_options
+import logging  # noqa: E402
+import math  # noqa: E402
+
+import click  # noqa: E402
+
+from extensions._checks import HubnessError, resolve_device  # noqa: E402
+from extensions.stylegan.cli import one_line_errors  # noqa: E402
+from extensions.comparison import DigitsJudge, compare_samplers  # noqa: E402
+from extensions.digits import NETWORK_NAME, is_embedded, load_any_network  # noqa: E402
+from extensions.report import GridShape, check_outdir, figure_options  # noqa: E402
 
 
 @click.command()
@@ -41,7 +48,7 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     cols, rows = grid
-    try:
+    with one_line_errors():
         # Checked before any work: a wrong option fails in a second, not after the pool is mapped.
         check_outdir(outdir)
         if cols * rows > pool_size:
@@ -59,10 +66,6 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
         result = compare_samplers(G, outdir, pool_size=pool_size, seed=seed, k=k, t=t, t_lq=t_lq, psi=psi, grid=grid,
                                   include_self=include_self, space=space, judge=judge, device=device, title=title,
                                   progress=True)
-    except HubnessError as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from exc
-    except OSError as exc:  # the outdir cannot be written, the disk is full, ...
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     for panel in result.panels:
         shown = panel.m[:len(panel.images)]
         scores = ", ".join(f"{key} {value:.3f}" for key, value in panel.scores.items())

@@ -3,13 +3,20 @@
 Without --network it uses the embedded digits generator, so it runs on a fresh machine with no download.
 """
 
-import logging
+import signal
+import sys
 
-import click
+if __name__ == "__main__":  # Ctrl-C while the modules load: exit 130 without a traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
 
-from extensions._checks import HubnessError, resolve_device
-from extensions.digits import NETWORK_NAME, is_embedded, load_any_network
-from extensions.report import GridShape, check_outdir, figure_options, hubness_report
+import logging  # noqa: E402
+
+import click  # noqa: E402
+
+from extensions._checks import resolve_device  # noqa: E402
+from extensions.stylegan.cli import one_line_errors  # noqa: E402
+from extensions.digits import NETWORK_NAME, is_embedded, load_any_network  # noqa: E402
+from extensions.report import GridShape, check_outdir, figure_options, hubness_report  # noqa: E402
 
 
 @click.command()
@@ -35,7 +42,7 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
     python hubness_report.py --network=stylegan3-r-ffhq-1024x1024.pkl --outdir=out/ffhq
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
+    with one_line_errors():
         # Checked before the network loads: a wrong option fails in a second, not after minutes of work.
         check_outdir(outdir)
         device = resolve_device(device)
@@ -43,10 +50,6 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
         title = NETWORK_NAME if is_embedded(network_pkl) else str(network_pkl).rstrip("/").rsplit("/", 1)[-1]
         report = hubness_report(G, outdir, pool_size=pool_size, k=k, t=t, t_lq=t_lq, psi=psi, seed=seed, grid=grid,
                                 include_self=include_self, space=space, device=device, title=title, progress=True)
-    except HubnessError as exc:
-        raise click.ClickException(" ".join(str(exc).split())) from exc
-    except OSError as exc:  # the outdir cannot be written, the disk is full, ...
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     stats = report.summary["stats"]
     click.echo(f"{title}: pool of {pool_size} in {report.summary['space'].upper()} space, k = {k}: max m = "
                f"{stats['max']}, skewness {stats['skewness']:.2f}, {report.summary['hubs']['label']}: "

@@ -453,3 +453,18 @@ def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(stylegan_runtime, ti
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
         assert p.returncode == 130 and "Traceback" not in err, (delay, err[-1500:])
+
+
+@pytest.mark.parametrize("script", ["hubness_report.py", "compare_samplers.py"])
+def test_figure_scripts_exit_130_on_ctrl_c_and_leave_no_figure(stylegan_runtime, tmp_path, script):
+    for delay in (0.3, 2.0):
+        out = tmp_path / f"o{delay}"
+        p = subprocess.Popen([sys.executable, str(tiny_networks.REPO_ROOT / script), "--outdir", str(out),
+                              "--t", "15", "--device", "cpu"],
+                             env=tiny_networks.subprocess_env(STYLEGAN3_DIR=stylegan_runtime.root),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 130 and "Traceback" not in err, (delay, err[-1500:])
+        assert not out.exists() or not [q for q in out.iterdir() if q.suffix in (".png", ".json")]

@@ -8,6 +8,7 @@ otherwise runs the command unchanged (the official ``gen_images.py`` behaviour);
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import signal
@@ -148,18 +149,25 @@ def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx
     Bad input and unreachable thresholds become :class:`click.ClickException` (one line, exit status 1);
     an interrupt (Ctrl-C or SIGTERM) exits with 130 / 143, leaving only complete files.
     """
-    with interrupts_exit():
+    with one_line_errors():
         try:
             return generate_images(network_pkl, seeds, outdir, truncation_psi=truncation_psi, class_idx=class_idx,
                                    noise_mode=noise_mode, translate=translate, rotate=rotate, stylegan3=stylegan3,
                                    progress=True, echo=click.echo, **hub)
         except ThresholdUnreachableError as exc:
-            hint = ""
-            if hub.get("sampler") == "hubness":
-                hint = f" (--t 0 --num {hub.get('num') or 64})"
             text = " ".join(str(exc).split()).replace("raise max_pools", "raise --max-pools")
+            hint = f" (--t 0 --num {hub.get('num') or 64})" if hub.get("sampler") == "hubness" else ""
             raise click.ClickException(text + hint) from exc
-        except HubnessError as exc:
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Inside the block, bad input and unreachable thresholds become one-line click errors (exit status 1),
+    OSErrors name their file, Ctrl-C exits 130 and SIGTERM 143 (see :class:`interrupts_exit`)."""
+    with interrupts_exit():
+        try:
+            yield
+        except (HubnessError, ThresholdUnreachableError) as exc:
             raise click.ClickException(" ".join(str(exc).split())) from exc
         except OSError as exc:  # the disk is full, a file cannot be replaced, ...
             raise click.ClickException(os_error_message(exc)) from exc
