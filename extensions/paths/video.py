@@ -1,0 +1,309 @@
+"""Interpolation videos through keyframe latents, laid out as stylegan3's ``gen_video.py`` lays them out.
+
+The library behind ``gen_video_hub.py``. With ``method='cubic'`` (or ``'linear'``) in W and the seeds as
+given, every frame equals the official ``gen_interp_video``'s frame: the keyframe seeds are tiled and
+optionally shuffled the same way, their W latents come from one batched ``G.mapping`` call, each grid cell
+is a :class:`scipy.interpolate.interp1d` over the keyframes repeated ``2 * wraps + 1`` times, frame ``f``
+samples it at ``f / w_frames``, and each cell is synthesized on its own with ``noise_mode='const'``.
+
+The methods of :func:`extensions.paths.interpolate` (``slerp``, ``normalized``, ``cauchy``,
+``spherical-cauchy``) run piecewise instead: frame ``f`` lies between keyframe ``f // w_frames`` and the
+next one (the last one joins the first, so the video loops) at ``t = (f mod w_frames) / w_frames``; a frame
+at ``t = 0`` is its keyframe's image exactly. ``space='z'`` interpolates the Z latents and maps every frame;
+the Gaussian methods (:data:`extensions.paths.GAUSSIAN_METHODS`) are only offered there.
+
+Example
+-------
+>>> video = plan_video(G, seeds=range(8), grid=(2, 1), w_frames=30, method="slerp")   # doctest: +SKIP
+>>> for frame in video.frames():   # uint8 (H, 2 * W, C), 8 / 2 * 30 frames             # doctest: +SKIP
+...     writer.append_data(frame)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import scipy.interpolate
+import torch
+
+from .._checks import HubnessError, NonFiniteError
+from ..pools import MAX_SEED, seed_latents
+from ..render import to_uint8
+from .interpolation import GAUSSIAN_METHODS, INTERPOLATIONS, interpolate
+
+log = logging.getLogger(__name__)
+
+#: Methods that run through scipy's interp1d over the wrapped keyframes, as gen_video.py's ``kind``.
+SPLINE_METHODS = ("cubic", "linear")
+#: Every ``--interp`` choice: the spline kinds, then the piecewise methods of :func:`interpolate` (linear
+#: is the spline one).
+VIDEO_METHODS = SPLINE_METHODS + ("slerp", "normalized", "cauchy", "spherical-cauchy")
+#: Keyframe repeats on each side of the spline's x range (gen_video.py's ``wraps``).
+WRAPS = 2
+
+
+def keyframe_seeds(seeds: Sequence[int], grid: tuple = (1, 1), num_keyframes: Optional[int] = None,
+                   shuffle_seed: Optional[int] = None) -> np.ndarray:
+    """Seeds of every cell's keyframes as ``gen_video.py`` lays them out, shape (K * grid_w * grid_h,), int64.
+
+    The seeds are repeated to ``num_keyframes * grid_w * grid_h`` entries and, with ``shuffle_seed``,
+    shuffled by ``RandomState(shuffle_seed)``; entry ``(row * grid_w + col) * K + k`` is keyframe k of cell
+    (row, col). ``num_keyframes=None`` takes ``len(seeds) / (grid_w * grid_h)``, which must be whole.
+
+    Raises
+    ------
+    HubnessError
+        Empty or out-of-range seeds, a bad grid, seeds that do not fill the grid, fewer than 2 keyframes.
+    """
+    seeds = np.asarray(list(seeds), dtype=np.int64).reshape(-1)
+    if seeds.size == 0:
+        raise HubnessError("--seeds is empty; give at least two seeds, e.g. --seeds 0-7")
+    if seeds.min() < 0 or seeds.max() > MAX_SEED:
+        raise HubnessError(f"--seeds must lie in 0..{MAX_SEED}, got {int(seeds.min())}..{int(seeds.max())}")
+    grid_w, grid_h = _grid(grid)
+    cells = grid_w * grid_h
+    if num_keyframes is None:
+        if len(seeds) % cells != 0:
+            raise HubnessError(f"{len(seeds)} seeds do not fill a {grid_w}x{grid_h} grid evenly; give a multiple of "
+                               f"{cells} seeds or set --num-keyframes")
+        num_keyframes = len(seeds) // cells
+    if isinstance(num_keyframes, bool) or not isinstance(num_keyframes, (int, np.integer)) or num_keyframes < 2:
+        raise HubnessError(f"a video needs at least 2 keyframes per cell, got {num_keyframes!r}; give more seeds "
+                           f"(at least {2 * cells} for a {grid_w}x{grid_h} grid) or set --num-keyframes 2 or more")
+    all_seeds = seeds[np.arange(int(num_keyframes) * cells) % len(seeds)]
+    if shuffle_seed is not None:
+        np.random.RandomState(seed=shuffle_seed).shuffle(all_seeds)
+    return all_seeds
+
+
+def _grid(grid) -> tuple:
+    try:
+        grid_w, grid_h = (int(v) for v in grid)
+    except (TypeError, ValueError):
+        raise HubnessError(f"grid must be (columns, rows), got {grid!r}") from None
+    if grid_w < 1 or grid_h < 1:
+        raise HubnessError(f"grid {grid_w}x{grid_h} must have at least one column and one row (e.g. --grid 1x1)")
+    return grid_w, grid_h
+
+
+def check_method(method: str, space: str) -> None:
+    """Refuse unknown methods and spaces, and the Gaussian methods in W (they assume Z's N(0, I) prior)."""
+    if space not in ("w", "z"):
+        raise HubnessError(f"space {space!r} is neither 'w' nor 'z'")
+    if method not in VIDEO_METHODS and method not in INTERPOLATIONS:
+        raise HubnessError(f"unknown interpolation {method!r}; choose one of {', '.join(VIDEO_METHODS)}")
+    if method in GAUSSIAN_METHODS and space != "z":
+        raise HubnessError(f"--interp {method} keeps the N(0, I) prior of Z, not of W; use --space z "
+                           f"(or --interp cubic, linear or slerp in W)")
+
+
+def layout_frame(images: torch.Tensor, grid_w: int, grid_h: int) -> np.ndarray:
+    """Cells (grid_h * grid_w, C, H, W), row by row, to one uint8 frame (grid_h * H, grid_w * W, C), no gaps."""
+    cells = to_uint8(images)                                 # (n, H, W, C)
+    n, h, w, c = cells.shape
+    if n != grid_w * grid_h:
+        raise HubnessError(f"{n} images do not fill a {grid_w}x{grid_h} grid")
+    return np.ascontiguousarray(cells.reshape(grid_h, grid_w, h, w, c).transpose(0, 2, 1, 3, 4)
+                                .reshape(grid_h * h, grid_w * w, c))
+
+
+@dataclass
+class VideoPlan:
+    """The keyframes of a video and how frames between them are made (see :func:`plan_video`).
+
+    Attributes
+    ----------
+    seeds : np.ndarray, shape (grid_h * grid_w * K,), int64
+        Keyframe seeds, cell by cell (``keyframe_seeds``).
+    keys : torch.Tensor, shape (grid_h, grid_w, K, ...)
+        Keyframe latents: W as mapped (K, num_ws, w_dim) float32, or Z (K, z_dim) float64.
+    num_frames : int
+        ``K * w_frames``.
+    """
+
+    G: torch.nn.Module
+    network: str
+    seeds: np.ndarray
+    keys: torch.Tensor
+    grid: tuple
+    num_keyframes: int
+    w_frames: int
+    method: str
+    space: str
+    truncation_psi: float
+    labels: Optional[torch.Tensor]
+    device: torch.device
+    _splines: list = field(default_factory=list, repr=False)
+
+    @property
+    def num_frames(self) -> int:
+        return self.num_keyframes * self.w_frames
+
+    def latents(self, frame: int) -> list:
+        """The latent of every cell at ``frame``, row by row: W (1, num_ws, w_dim) or Z (1, z_dim)."""
+        grid_w, grid_h = self.grid
+        if self.method in SPLINE_METHODS:
+            if not self._splines:
+                x = np.arange(-self.num_keyframes * WRAPS, self.num_keyframes * (WRAPS + 1))
+                for yi in range(grid_h):
+                    for xi in range(grid_w):
+                        y = np.tile(self.keys[yi][xi].cpu().numpy(), [WRAPS * 2 + 1] + [1] * (self.keys.ndim - 3))
+                        self._splines.append(scipy.interpolate.interp1d(x, y, kind=self.method, axis=0))
+            return [torch.from_numpy(f(frame / self.w_frames)).to(self.device).unsqueeze(0) for f in self._splines]
+        k, step = divmod(frame, self.w_frames)
+        k %= self.num_keyframes
+        t = step / self.w_frames
+        # Every row of a mapped W is the same latent (no truncation cutoff): interpolate the first.
+        keys = self.keys[:, :, :, 0] if self.space == "w" else self.keys
+        a = keys[:, :, k].reshape(grid_w * grid_h, -1)
+        b = keys[:, :, (k + 1) % self.num_keyframes].reshape(grid_w * grid_h, -1)
+        path = interpolate(a, b, [t], method=self.method)[:, 0]    # (cells, d)
+        if self.space == "w":
+            num_ws = self.keys.shape[3]
+            return [row[None, None].repeat(1, num_ws, 1) for row in path]
+        return [row[None] for row in path]
+
+    def render(self, frame: int) -> np.ndarray:
+        """Frame ``frame`` (0 <= frame < num_frames): uint8 (grid_h * H, grid_w * W, C).
+
+        Raises
+        ------
+        NonFiniteError
+            When the network renders NaN or inf pixels (naming the network and the keyframe seeds).
+        """
+        if not 0 <= frame < self.num_frames:
+            raise HubnessError(f"frame {frame} is outside the video's 0..{self.num_frames - 1}")
+        imgs = []
+        with torch.no_grad():
+            for cell, latent in enumerate(self.latents(frame)):
+                ws = latent if self.space == "w" else self.G.mapping(latent, self._labels(1),
+                                                                      truncation_psi=self.truncation_psi)
+                imgs.append(self.G.synthesis(ws=ws, noise_mode="const")[0])
+        imgs = torch.stack(imgs)
+        if not bool(torch.isfinite(imgs).all()):
+            raise NonFiniteError(f"network {self.network!r} renders NaN or inf pixels at frame {frame} between "
+                                 f"keyframe seeds {self._around(frame)}; the network is broken: check its weights or "
+                                 f"use another snapshot (nothing was written)")
+        return layout_frame(imgs, *self.grid)
+
+    def frames(self, indices: Optional[Iterable[int]] = None) -> Iterator[np.ndarray]:
+        """Yield the frames ``indices`` (default: all, in order) as uint8 (grid_h * H, grid_w * W, C)."""
+        for frame in (range(self.num_frames) if indices is None else indices):
+            yield self.render(int(frame))
+
+    def _labels(self, n: int):
+        return None if self.labels is None else self.labels[:1].repeat(n, 1)
+
+    def _around(self, frame: int) -> str:
+        k = (frame // self.w_frames) % self.num_keyframes
+        per_cell = self.seeds.reshape(-1, self.num_keyframes)
+        nxt = (k + 1) % self.num_keyframes
+        return ", ".join(f"{int(s[k])}->{int(s[nxt])}" for s in per_cell)
+
+
+def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "network", grid: tuple = (1, 1),
+               num_keyframes: Optional[int] = None, shuffle_seed: Optional[int] = None, w_frames: int = 120,
+               method: str = "cubic", space: str = "w", truncation_psi: float = 1.0,
+               labels: Optional[torch.Tensor] = None, device=None) -> VideoPlan:
+    """Lay out and map the keyframes of an interpolation video.
+
+    Parameters
+    ----------
+    G : torch.nn.Module
+        A stylegan3 or stylegan2-ada generator (``mapping``, ``synthesis``, ``z_dim``) on ``device``.
+    seeds : sequence of int
+        Keyframe seeds, tiled and shuffled by :func:`keyframe_seeds`.
+    network : str
+        Name used in error messages.
+    grid : (columns, rows)
+    num_keyframes : int, optional
+        Keyframes per cell; default ``len(seeds) / (columns * rows)``.
+    shuffle_seed : int, optional
+    w_frames : int
+        Frames from one keyframe to the next; the video has ``num_keyframes * w_frames`` frames.
+    method : str
+        'cubic' or 'linear' (interp1d, as gen_video.py), or 'slerp', 'normalized', 'cauchy',
+        'spherical-cauchy' (piecewise, :func:`extensions.paths.interpolate`).
+    space : {'w', 'z'}
+        Where latents are interpolated; the Gaussian methods need 'z'.
+    truncation_psi : float
+    labels : torch.Tensor, optional
+        Class label (1, c_dim) of conditional networks; None for unconditional ones.
+    device : torch.device, optional
+        Where latents live; default the generator's.
+
+    Raises
+    ------
+    HubnessError
+        Bad seeds, grid, keyframe count, ``w_frames``, method or space.
+    NonFiniteError
+        When the mapping sends a keyframe to NaN or inf (naming the network and the seeds).
+    """
+    if isinstance(w_frames, bool) or not isinstance(w_frames, (int, np.integer)) or w_frames < 1:
+        raise HubnessError(f"--w-frames must be a positive number of frames between keyframes, got {w_frames!r} "
+                           f"(e.g. --w-frames 120)")
+    check_method(method, space)
+    grid = _grid(grid)
+    all_seeds = keyframe_seeds(seeds, grid, num_keyframes, shuffle_seed)
+    num_keyframes = len(all_seeds) // (grid[0] * grid[1])
+    if device is None:
+        params = list(G.parameters()) + list(G.buffers())
+        device = params[0].device if params else torch.device("cpu")
+    device = torch.device(device)
+    # float64, as gen_video.py hands them to the mapping network
+    zs = torch.from_numpy(seed_latents(all_seeds, int(G.z_dim))).to(device)
+    c = None if labels is None else labels[:1].repeat(len(zs), 1)
+    with torch.no_grad():
+        ws = G.mapping(z=zs, c=c, truncation_psi=truncation_psi)    # one batch, as gen_video.py
+    bad = ~torch.isfinite(ws.reshape(len(ws), -1)).all(dim=1)
+    if bool(bad.any()):
+        first = int(all_seeds[int(bad.nonzero()[0, 0])])
+        hint = (f"--trunc {truncation_psi:g} may be too large; " if truncation_psi != 1 else "")
+        raise NonFiniteError(f"network {network!r} maps keyframe seed {first} ({int(bad.sum())} of "
+                             f"{len(all_seeds)} keyframes) to NaN or inf; {hint}the network may be broken: check "
+                             f"its weights or use another snapshot", first)
+    keys = ws if space == "w" else zs
+    keys = keys.reshape(grid[1], grid[0], num_keyframes, *keys.shape[1:])
+    log.info("video: %d keyframes per cell, %dx%d grid, %d frames, %s in %s", num_keyframes, grid[0], grid[1],
+             num_keyframes * int(w_frames), method, space.upper())
+    return VideoPlan(G, network, all_seeds, keys, grid, num_keyframes, int(w_frames), method, space,
+                     float(truncation_psi), labels, device)
+
+
+def strip_frames(num_frames: int, count: int = 8) -> list:
+    """``count`` frame indices at evenly spaced t = i / count across a video, with their t (frame, t)."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise HubnessError(f"a strip needs at least one frame, got {count!r}")
+    count = min(int(count), int(num_frames))
+    return [(i * num_frames // count, i / count) for i in range(count)]
+
+
+def sampled_keyframe_seeds(adapter, network: str, seeds: Sequence[int], sampler: str, *, num: Optional[int] = None,
+                           truncation_psi: float = 1.0, labels: Optional[torch.Tensor] = None, k: int = 5,
+                           t: float = 50.0, t_lq: float = 1.0, pool_size: Optional[int] = None,
+                           knn_backend: str = "exact", include_self: bool = False, batch_size: int = 256,
+                           max_pools: int = 50, progress: bool = False, echo=None):
+    """Keyframe seeds chosen by a sampler from the ``seeds`` pool, in its output order (hub samplers: largest
+    m first), and the :class:`extensions.samplers.Selection`.
+
+    'random' and 'truncation' keep ``seeds`` as given (repeats included, as gen_video.py). Hub values are
+    computed in W, without truncation, as :func:`extensions.stylegan.generate.generate_images` does.
+    """
+    from ..stylegan.generate import HUB_SAMPLERS, SAMPLER_NAMES, _sample, _validate
+    say = echo or log.info
+    if sampler not in SAMPLER_NAMES:
+        raise HubnessError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
+    if sampler not in HUB_SAMPLERS:
+        if sampler == "truncation" and truncation_psi == 1:
+            raise HubnessError("--sampler truncation needs --trunc other than 1 (e.g. --trunc 0.7)")
+        return np.asarray(list(seeds), dtype=np.int64), None
+    pool, num, pool_size, _ = _validate(sampler, "const", knn_backend, seeds, num, pool_size, batch_size, max_pools,
+                                        k, t, t_lq, truncation_psi, say)
+    space = adapter.check_space(None)
+    selection, _ = _sample(adapter, network, pool, sampler, num, space,
+                           adapter.labels(None) if labels is None else labels, 1.0, pool_size, batch_size,
+                           max_pools, k, t, t_lq, include_self, knn_backend, progress, say)
+    return selection.seeds.astype(np.int64), selection

@@ -1,0 +1,326 @@
+"""gen_video_hub.py and extensions.paths.video on genuine tiny networks: the official frames, keyframes,
+hub keyframes, strip and mp4 outputs, errors.
+
+gen_video.py's procedure (seeds tiled to K * W * H and shuffled, W mapped in one batch, a scipy interp1d
+per cell over the keyframes repeated five times, each cell synthesized alone, x * 127.5 + 128 clamped to
+uint8 and tiled H rows x W columns) is written out in ``official_frames`` for the stylegan2-ada runtime;
+with STYLEGAN3_DIR set, the checkout's own ``gen_interp_video`` is run as well, its writer capturing frames.
+"""
+
+import importlib.util
+import pickle
+
+import numpy as np
+import PIL.Image
+import pytest
+import scipy.interpolate
+import torch
+from click.testing import CliRunner
+
+import tiny_networks
+from reference import brute_knn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SCRIPT = tiny_networks.REPO_ROOT / "gen_video_hub.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("gen_video_hub", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_video
+
+
+CLI = load_script()
+
+
+def cli(*args, env=None):
+    args = [str(a) for a in args]
+    if "--device" not in args:
+        args += ["--device", "cpu"]
+    return CliRunner().invoke(CLI, args, env=env, catch_exceptions=False)
+
+
+def load_G(runtime, pkl):
+    with open(pkl, "rb") as f:
+        return runtime.legacy.load_network_pkl(f)["G_ema"]
+
+
+def official_frames(runtime, pkl, seeds, *, grid=(1, 1), num_keyframes=None, w_frames=4, psi=1.0,
+                    shuffle_seed=None, kind="cubic"):
+    """gen_video.py's frames, computed here step by step, shape (frames, H * rows, W * cols, C)."""
+    G = load_G(runtime, pkl)
+    cols, rows = grid
+    keyframes = num_keyframes or len(seeds) // (cols * rows)
+    tiled = np.array([seeds[i % len(seeds)] for i in range(keyframes * cols * rows)], dtype=np.int64)
+    if shuffle_seed is not None:
+        np.random.RandomState(seed=shuffle_seed).shuffle(tiled)
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in tiled]))
+    ws = G.mapping(z=z, c=None, truncation_psi=psi)
+    per_cell = ws.reshape(rows, cols, keyframes, *ws.shape[1:]).numpy()
+    splines = [[scipy.interpolate.interp1d(np.arange(-2 * keyframes, 3 * keyframes),
+                                           np.concatenate([per_cell[r, c]] * 5), kind=kind, axis=0)
+                for c in range(cols)] for r in range(rows)]
+    frames = []
+    for f in range(keyframes * w_frames):
+        cells = [[G.synthesis(ws=torch.from_numpy(splines[r][c](f / w_frames))[None], noise_mode="const")[0]
+                  for c in range(cols)] for r in range(rows)]
+        # rows of cells side by side, stacked top to bottom
+        image = torch.cat([torch.cat(row, dim=2) for row in cells], dim=1)
+        frames.append((image * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy())
+    return np.stack(frames), tiled, G
+
+
+def our_plan(pkl, seeds, **kwargs):
+    from extensions.paths.video import plan_video
+    from extensions.stylegan.loader import load_network
+    G = load_network(str(pkl), device="cpu")
+    return plan_video(G, seeds, network=str(pkl), **kwargs)
+
+
+def png(path):
+    return np.asarray(PIL.Image.open(path))
+
+
+# ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind, grid, psi, shuffle", [("cubic", (2, 1), 0.7, 5), ("linear", (1, 2), 1.0, None)])
+def test_spline_frames_equal_gen_videos(stylegan_runtime, tiny_network_pkl, kind, grid, psi, shuffle):
+    seeds = [3, 1, 4, 1, 5, 9]
+    expected, tiled, _ = official_frames(stylegan_runtime, tiny_network_pkl, seeds, grid=grid, psi=psi,
+                                         shuffle_seed=shuffle, kind=kind, w_frames=5)
+    plan = our_plan(tiny_network_pkl, seeds, grid=grid, truncation_psi=psi, shuffle_seed=shuffle, method=kind,
+                    w_frames=5)
+    ours = np.stack(list(plan.frames()))
+    assert plan.seeds.tolist() == tiled.tolist()
+    assert ours.shape == expected.shape == (15, 16 * grid[1], 16 * grid[0], 3)
+    assert ours.std() > 0 and np.array_equal(ours, expected)
+
+
+def test_num_keyframes_tiles_the_seeds(stylegan_runtime, tiny_network_pkl):
+    expected, tiled, _ = official_frames(stylegan_runtime, tiny_network_pkl, [7, 8, 9], num_keyframes=5,
+                                         w_frames=2)
+    plan = our_plan(tiny_network_pkl, [7, 8, 9], num_keyframes=5, w_frames=2)
+    assert plan.seeds.tolist() == [7, 8, 9, 7, 8] == tiled.tolist()
+    assert np.array_equal(np.stack(list(plan.frames())), expected)
+
+
+@pytest.mark.parametrize("method, space", [("slerp", "w"), ("linear", "w"), ("spherical-cauchy", "z"),
+                                           ("cauchy", "z"), ("normalized", "z"), ("cubic", "z")])
+def test_frames_at_keyframes_are_the_keyframe_images(stylegan_runtime, tiny_network_pkl, method, space):
+    G = load_G(stylegan_runtime, tiny_network_pkl)
+    seeds, psi, w_frames = [10, 11, 12, 13], 0.8, 3
+    plan = our_plan(tiny_network_pkl, seeds, grid=(2, 1), method=method, space=space, truncation_psi=psi,
+                    w_frames=w_frames)
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds]))
+    ws = G.mapping(z=z, c=None, truncation_psi=psi)
+    for k in range(2):
+        frame = plan.render(k * w_frames)
+        for cell in range(2):
+            if space == "w":  # mapped in one batch, as gen_video.py maps the keyframes
+                w = ws[cell * 2 + k:cell * 2 + k + 1]
+            else:  # each frame's Z mapped alone
+                w = G.mapping(z[cell * 2 + k:cell * 2 + k + 1], None, truncation_psi=psi)
+            img = (G.synthesis(w, noise_mode="const")[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+            image = img.permute(1, 2, 0).numpy()
+            cut = frame[:, cell * 16:(cell + 1) * 16]
+            if method == "cubic":  # a spline through the knots, in floating point: close, not bit for bit
+                assert np.abs(cut.astype(int) - image.astype(int)).max() <= 1
+            else:
+                assert np.array_equal(cut, image), (k, cell)
+    # the in-between frames move away from the keyframes
+    assert not np.array_equal(plan.render(1), plan.render(0))
+
+
+def test_piecewise_path_follows_interpolate(stylegan_runtime, tiny_network_pkl):
+    from extensions.paths import interpolate
+    G = load_G(stylegan_runtime, tiny_network_pkl)
+    seeds = [20, 21, 22]
+    plan = our_plan(tiny_network_pkl, seeds, method="spherical-cauchy", space="z", w_frames=4)
+    z = np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds])
+    # frame 9 = keyframe 2 -> keyframe 0 (the loop closes) at t = 1/4
+    expected = interpolate(z[2], z[0], [0.25], method="spherical-cauchy")
+    assert np.array_equal(plan.latents(9)[0].numpy(), expected)
+    w = G.mapping(torch.from_numpy(expected), None)
+    img = (G.synthesis(w, noise_mode="const")[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    assert np.array_equal(plan.render(9), img.numpy())
+
+
+def test_hub_sampler_keyframes_are_the_largest_hubs(stylegan_runtime, tiny_network_pkl, tmp_path):
+    from extensions.paths.video import sampled_keyframe_seeds
+    from extensions.stylegan.adapter import make_adapter
+    from extensions.stylegan.loader import load_network
+    G = load_G(stylegan_runtime, tiny_network_pkl)
+    seeds = list(range(60))
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds]))
+    idx, _ = brute_knn(G.mapping(z, None)[:, 0].numpy(), 5)
+    m = np.bincount(idx.ravel(), minlength=len(seeds))
+    top = sorted(range(len(seeds)), key=lambda i: (-m[i], i))[:4]
+    adapter = make_adapter(load_network(str(tiny_network_pkl), device="cpu"))
+    chosen, selection = sampled_keyframe_seeds(adapter, str(tiny_network_pkl), seeds, "hubness", num=4, t=0)
+    assert chosen.tolist() == [seeds[i] for i in top]
+    assert selection.m.tolist() == [int(m[i]) for i in top]
+    strip = tmp_path / "hubs.png"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-59", "--sampler", "hubness", "--t", 0,
+              "--num-keyframes", 2, "--grid", "2x1", "--w-frames", 2, "--strip", strip)
+    assert res.exit_code == 0, res.output
+    assert f"keyframe seeds {seeds[top[0]]} (m {m[top[0]]})" in res.output
+    plan = our_plan(tiny_network_pkl, [seeds[i] for i in top], grid=(2, 1), w_frames=2)
+    assert np.array_equal(png(strip)[:32, :64], plan.render(0).repeat(2, 0).repeat(2, 1))
+
+
+def test_strip_tiles_evenly_spaced_frames(stylegan_runtime, tiny_network_pkl, tmp_path):
+    strip = tmp_path / "strip.png"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 6, "--interp", "slerp", "--strip", strip)
+    assert res.exit_code == 0, res.output
+    sheet = png(strip)
+    # 8 cells of 16 px enlarged 4x (image_grid's 64-pixel minimum), 2-pixel gaps, a 12-pixel label strip
+    assert sheet.shape == (64 + 12, 8 * 64 + 7 * 2, 3)
+    plan = our_plan(tiny_network_pkl, [0, 1, 2, 3], method="slerp", w_frames=6)
+    for i in range(8):  # t = i / 8 of 24 frames: frame 3 i
+        cell = sheet[:64, i * 66:i * 66 + 64]
+        assert np.array_equal(cell, plan.render(3 * i).repeat(4, 0).repeat(4, 1)), i
+    assert sheet[64:, :64].max() > 0  # the label "t=0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["strip.png"]
+
+
+def test_mp4_decodes_with_every_frame(stylegan_runtime, tiny_network_pkl, tmp_path):
+    import imageio
+    out = tmp_path / "video.mp4"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--grid", "2x1", "--w-frames", 5, "--output", out)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["video.mp4"]
+    reader = imageio.get_reader(str(out))
+    try:
+        decoded = np.stack([frame for frame in reader])
+    finally:
+        reader.close()
+    assert decoded.shape == (10, 16, 32, 3)
+    plan = our_plan(tiny_network_pkl, [0, 1, 2, 3], grid=(2, 1), w_frames=5)
+    rendered = np.stack(list(plan.frames())).astype(float)
+    # Lossy H.264 with 4:2:0 chroma: compare luma, close to the rendered frames, far from the others.
+    luma = np.array([0.299, 0.587, 0.114])
+    err = np.abs(decoded @ luma - rendered @ luma).mean()
+    assert err < 4 and err < np.abs(decoded @ luma - np.roll(rendered, 1, axis=0) @ luma).mean() / 3
+
+
+# ------------------------------------------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--w-frames", 0], "--w-frames must be at least 1"),
+    (["--seeds", "5"], "at least 2 keyframes"),
+    (["--seeds", "0-2", "--grid", "2x1"], "do not fill a 2x1 grid"),
+    (["--num-keyframes", 1], "--num-keyframes must be at least 2"),
+    (["--interp", "cauchy"], "use --space z"),
+    (["--interp", "bezier"], "'bezier' is not one of"),
+    (["--output", "{d}/missing/v.mp4"], "does not exist"),
+    (["--output", "{d}"], "is a folder"),
+    (["--strip", None, "--output", None], "nothing to write"),
+    (["--sampler", "truncation"], "needs --trunc other than 1"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tiny_network_pkl, tmp_path, args, message):
+    d = tmp_path / "out"
+    d.mkdir()
+    base = {"--network": tiny_network_pkl, "--seeds": "0-3", "--w-frames": 2, "--output": d / "v.mp4",
+            "--strip": d / "s.png"}
+    given = dict(zip(args[::2], args[1::2]))
+    merged = {**base, **given}
+    argv = [x for k, v in merged.items() if v is not None for x in (k, str(v).format(d=d))]
+    res = cli(*argv)
+    assert res.exit_code != 0
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("Error:") and message in last, res.output
+    assert "Traceback" not in res.output
+    assert list(d.iterdir()) == []
+
+
+def test_missing_ffmpeg_is_an_error(tiny_network_pkl, tmp_path):
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--output", tmp_path / "v.mp4",
+              env={"IMAGEIO_FFMPEG_EXE": str(tmp_path / "no-ffmpeg")})
+    assert res.exit_code == 1 and "pip install imageio-ffmpeg" in res.output.splitlines()[-1], res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nan_network_names_network_and_seeds(stylegan_runtime, tiny_network_pkl, tmp_path):
+    with open(tiny_network_pkl, "rb") as f:
+        data = pickle.load(f)
+    G = data["G_ema"]
+    with torch.no_grad():
+        next(p for n, p in G.synthesis.named_parameters() if n.endswith("weight")).fill_(float("nan"))
+    bad = tmp_path / "nan.pkl"
+    with open(bad, "wb") as f:
+        pickle.dump(data, f)
+    out = tmp_path / "out"
+    out.mkdir()
+    res = cli("--network", bad, "--seeds", "4,7", "--w-frames", 2, "--output", out / "v.mp4", "--strip",
+              out / "s.png")
+    assert res.exit_code == 1, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert "NaN or inf" in last and str(bad) in last and "4->7" in last, last
+    assert list(out.iterdir()) == []
+
+
+def test_interrupt_exits_130_and_leaves_nothing(tiny_network_pkl, tmp_path, monkeypatch):
+    from extensions.paths import video
+    original = video.VideoPlan.render
+
+    def render(self, frame):
+        if frame == 3:
+            raise KeyboardInterrupt
+        return original(self, frame)
+
+    monkeypatch.setattr(video.VideoPlan, "render", render)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 4, "--output", tmp_path / "v.mp4")
+    assert res.exit_code == 130
+    assert "Interrupted" in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------------
+# Against the official gen_video.py of an NVlabs/stylegan3 checkout.
+
+_OFFICIAL = """
+import sys, numpy as np, torch
+import tiny_networks
+checkout, pkl, out = sys.argv[1:4]
+tiny_networks.use_runtime(checkout)
+import gen_video, legacy
+frames = []
+
+class Capture:
+    def append_data(self, frame):
+        frames.append(np.array(frame))
+
+    def close(self):
+        pass
+
+gen_video.imageio.get_writer = lambda *args, **kwargs: Capture()
+with open(pkl, "rb") as f:
+    G = legacy.load_network_pkl(f)["G_ema"]
+gen_video.gen_interp_video(G=G, mp4=out + ".mp4", bitrate="12M", grid_dims=(2, 1), num_keyframes=3, w_frames=4,
+                           seeds=[0, 5, 9, 2], shuffle_seed=3, psi=0.7, device=torch.device("cpu"))
+from extensions.paths.video import plan_video
+from extensions.stylegan.loader import load_network
+plan = plan_video(load_network(pkl, stylegan3=checkout, device="cpu"), [0, 5, 9, 2], grid=(2, 1), num_keyframes=3,
+                  w_frames=4, shuffle_seed=3, truncation_psi=0.7)
+np.savez(out, official=np.stack(frames), ours=np.stack(list(plan.frames())))
+"""
+
+
+@pytest.mark.needs_stylegan3
+@pytest.mark.parametrize("arch", ["stylegan3", "stylegan2"])
+def test_official_gen_video_frames(stylegan3_checkout, tmp_path, arch):
+    pkl = tmp_path / f"{arch}.pkl"
+    build = tiny_networks.run_python(["-c", "import sys, tiny_networks as t; t.use_runtime(sys.argv[1]); "
+                                      "t.write_network_pickle(sys.argv[2], arch=sys.argv[3])",
+                                      stylegan3_checkout, pkl, arch])
+    assert build.returncode == 0, build.stderr[-2000:]
+    run = tiny_networks.run_python(["-c", _OFFICIAL, stylegan3_checkout, pkl, tmp_path / "frames"],
+                                   prepend=[stylegan3_checkout])
+    assert run.returncode == 0, run.stderr[-3000:]
+    frames = np.load(tmp_path / "frames.npz")
+    assert frames["official"].shape == (12, 16, 32, 3)
+    assert frames["ours"].std() > 0 and np.array_equal(frames["ours"], frames["official"])
