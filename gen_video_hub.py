@@ -142,7 +142,9 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
     if num_keyframes is not None and num_keyframes < 2:
         raise HubnessError(f"--num-keyframes must be at least 2, got {num_keyframes}")
     check_method(interp, interp_space)
-    grid = (1, 1) if grid in (None, (0, 0)) else grid
+    if grid == (0, 0):
+        raise HubnessError("--grid auto has no meaning for a video; give WxH columns x rows (e.g. --grid 4x2)")
+    grid = (1, 1) if grid is None else grid
     cells = grid[0] * grid[1]
     device = resolve_device(device)
     if output is not None:

@@ -220,6 +220,9 @@ def test_mp4_decodes_with_every_frame(stylegan_runtime, tiny_network_pkl, tmp_pa
     (["--output", "{d}"], "is a folder"),
     (["--strip", None, "--output", None], "nothing to write"),
     (["--sampler", "truncation"], "needs --trunc other than 1"),
+    (["--grid", "auto"], "--grid auto has no meaning"),
+    (["--grid", "0x2"], "W, H >= 1"),
+    (["--device", "nodevice"], "is not a torch device"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tiny_network_pkl, tmp_path, args, message):
     d = tmp_path / "out"
@@ -324,3 +327,23 @@ def test_official_gen_video_frames(stylegan3_checkout, tmp_path, arch):
     frames = np.load(tmp_path / "frames.npz")
     assert frames["official"].shape == (12, 16, 32, 3)
     assert frames["ours"].std() > 0 and np.array_equal(frames["ours"], frames["official"])
+
+
+def test_conditional_network_takes_a_class(stylegan_runtime, tiny_conditional_pkl, tmp_path):
+    strip = tmp_path / "s.png"
+    res = cli("--network", tiny_conditional_pkl, "--seeds", "0-1", "--w-frames", 2, "--strip", strip)
+    assert res.exit_code == 1 and "--class" in res.output.strip().splitlines()[-1], res.output
+    assert list(tmp_path.iterdir()) == []
+    res = cli("--network", tiny_conditional_pkl, "--seeds", "0-1", "--w-frames", 2, "--interp", "slerp",
+              "--class", 2, "--strip", strip)
+    assert res.exit_code == 0, res.output
+    G = load_G(stylegan_runtime, tiny_conditional_pkl)
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in (0, 1)]))
+    c = torch.zeros([2, G.c_dim])
+    c[:, 2] = 1
+    ws = G.mapping(z, c)
+    sheet = png(strip)
+    for cell, frame in enumerate((0, 2)):  # 4 frames: t = 0, 1/4, 1/2, 3/4; frames 0 and 2 are the keyframes
+        img = (G.synthesis(ws[cell:cell + 1], noise_mode="const")[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+        expected = img.permute(1, 2, 0).numpy().repeat(4, 0).repeat(4, 1)
+        assert np.array_equal(sheet[:64, 2 * cell * 66:2 * cell * 66 + 64], expected), cell
