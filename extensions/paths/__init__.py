@@ -1,13 +1,17 @@
 """Latent paths: interpolations between latents, with methods that keep a Gaussian prior along the path.
 
 :func:`interpolate` (methods ``linear``, ``slerp``, ``normalized``, ``cauchy``, ``spherical-cauchy``; see
-:mod:`.interpolation`) and the one-dimensional prior-to-Cauchy maps it builds on (:mod:`.maps`).
+:mod:`.interpolation`) and the one-dimensional prior-to-Cauchy maps it builds on (:mod:`.maps`);
+:func:`discriminator_path`, the shortest path under a D-weighted image-space metric (:mod:`.discriminator`);
+interpolation videos in the layout of stylegan3's ``gen_video.py`` (:mod:`.video`).
 """
 
 from .interpolation import GAUSSIAN_METHODS, INTERPOLATIONS, interpolate, register_interpolation
+from .discriminator import PathResult, adapter_functions, digits_functions, discriminator_path, path_energy
 from .maps import TAIL_FLOOR, cauchy_to_chi, cauchy_to_gaussian, chi_to_cauchy, gaussian_to_cauchy
 
 __all__ = [
     "GAUSSIAN_METHODS", "INTERPOLATIONS", "interpolate", "register_interpolation", "TAIL_FLOOR",
-    "cauchy_to_chi", "cauchy_to_gaussian", "chi_to_cauchy", "gaussian_to_cauchy",
+    "cauchy_to_chi", "cauchy_to_gaussian", "chi_to_cauchy", "gaussian_to_cauchy", "PathResult", "adapter_functions",
+    "digits_functions", "discriminator_path", "path_energy",
 ]
