@@ -2,8 +2,9 @@
 
 A superset of stylegan3's gen_video.py: its options keep their meaning (with --interp cubic and --sampler
 random, the defaults, every frame is the official script's frame), --sampler hubness makes the video run
-through hub latents (Liang et al., ICML 2022), --interp picks slerp or the prior-keeping Gaussian paths of
-extensions.paths, and --strip writes a contact sheet. Runs on CUDA when available, else on the CPU.
+through hub latents (Liang et al., ICML 2022), --interp picks slerp, the prior-keeping Gaussian paths of
+extensions.paths or discriminator-aware geodesics (which need the network's discriminator), and --strip
+writes a contact sheet. Runs on CUDA when available, else on the CPU.
 """
 
 import signal
@@ -21,8 +22,8 @@ import click  # noqa: E402
 
 from extensions._checks import HubnessError, ThresholdUnreachableError, resolve_device  # noqa: E402
 from extensions.digits import NETWORK_NAME  # noqa: E402
-from extensions.paths.video import (VIDEO_METHODS, check_method, plan_video, sampled_keyframe_seeds,  # noqa: E402
-                                    strip_frames as strip_frame_indices)
+from extensions.paths.video import (VIDEO_METHODS, check_discriminator_options, check_method, plan_video,  # noqa: E402
+                                    sampled_keyframe_seeds, strip_frames as strip_frame_indices)
 from extensions.render import image_grid, save_png  # noqa: E402
 from extensions.stylegan import cli as _cli  # noqa: E402
 from extensions.stylegan.cli import GridType, SeedList, interrupts_exit, os_error_message  # noqa: E402
@@ -61,9 +62,15 @@ def _hub_options(f):
 @click.option("--output", type=str, default=None, metavar="FILE", help="Output .mp4 filename")
 @click.option("--interp", type=click.Choice(VIDEO_METHODS), default="cubic", show_default=True,
               help="cubic/linear: scipy interp1d through the keyframes (gen_video.py); slerp, normalized, cauchy, "
-                   "spherical-cauchy: piecewise paths of extensions.paths (the last three need --space z)")
+                   "spherical-cauchy: piecewise paths of extensions.paths (normalized, cauchy, spherical-cauchy need "
+                   "--space z); discriminator: D-aware geodesics in W (needs a training snapshot with 'D')")
 @click.option("--space", "interp_space", type=click.Choice(["w", "z"]), default="w", show_default=True,
               help="Interpolate W latents, or Z latents mapped frame by frame")
+@click.option("--d-strength", type=float, default=1.0, show_default=True,
+              help="--interp discriminator: how strongly images D finds unrealistic lengthen the path (0: image-space "
+                   "geodesic)")
+@click.option("--d-iterations", type=int, default=50, show_default=True,
+              help="--interp discriminator: optimiser steps per segment between keyframes")
 @click.option("--strip", type=str, default=None, metavar="PNG",
               help="Also write a contact sheet of --strip-frames frames at evenly spaced t, labelled")
 @click.option("--strip-frames", type=click.IntRange(min=1), default=8, show_default=True,
@@ -88,6 +95,10 @@ def generate_video(**options):
     \b
     # Cauchy paths in Z keep every frame's latent N(0, I):
     python gen_video_hub.py --seeds=0-7 --interp=cauchy --space=z --output=cauchy.mp4
+
+    \b
+    # Discriminator-aware geodesics between the keyframes (the network pickle must hold D):
+    python gen_video_hub.py --seeds=0-3 --interp=discriminator --w-frames=30 --output=geodesic.mp4
     """
     with interrupts_exit():
         try:
@@ -132,7 +143,8 @@ def temp_next_to(path: Path, suffix: str):
 
 
 def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames, truncation_psi, class_idx,
-                 output, interp, interp_space, strip, strip_frames, stylegan3, sampler, device, **hub):
+                 output, interp, interp_space, strip, strip_frames, stylegan3, sampler, device, d_strength=1.0,
+                 d_iterations=50, **hub):
     """Validate everything cheap, load the network, choose keyframes, write the strip and the mp4."""
     if output is None and strip is None:
         raise HubnessError("nothing to write: give --output FILE.mp4 and/or --strip FILE.png")
@@ -142,6 +154,8 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
     if num_keyframes is not None and num_keyframes < 2:
         raise HubnessError(f"--num-keyframes must be at least 2, got {num_keyframes}")
     check_method(interp, interp_space)
+    if interp == "discriminator":
+        check_discriminator_options(d_strength, d_iterations, w_frames)
     if grid == (0, 0):
         raise HubnessError("--grid auto has no meaning for a video; give WxH columns x rows (e.g. --grid 4x2)")
     grid = (1, 1) if grid is None else grid
@@ -161,7 +175,7 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
         keyframe_seeds(seeds, grid, num_keyframes, shuffle_seed)
 
     from extensions.stylegan.adapter import StyleGANAdapter, make_adapter
-    from extensions.stylegan.loader import load_network
+    from extensions.stylegan.loader import load_discriminator_of, load_network
     with contextlib.ExitStack() as stack:
         tmps = {t: stack.enter_context(temp_next_to(t, ".tmp" + t.suffix)) for t in targets}
         click.echo(f'Loading networks from "{network_pkl}"...')
@@ -170,6 +184,9 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
         if not isinstance(adapter, StyleGANAdapter):
             raise HubnessError(f"network {network_pkl!r} has no mapping and synthesis networks; videos need a "
                                f"stylegan3 or stylegan2-ada generator")
+        D = None
+        if interp == "discriminator":
+            D = load_discriminator_of(network_pkl, stylegan3=stylegan3, device=device)
         labels = None
         if adapter.c_dim:
             labels = adapter.labels(class_idx)
@@ -184,9 +201,11 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
                 num_keyframes = max(2, -(-len(keyseeds) // cells))
             ms = ", ".join(f"{int(s)} (m {int(m)})" for s, m in zip(keyseeds[:8], selection.m[:8]))
             click.echo(f"{sampler}: keyframe seeds {ms}{', ...' if len(keyseeds) > 8 else ''}")
-        plan = plan_video(G, keyseeds, network=network_pkl, grid=grid, num_keyframes=num_keyframes,
-                          shuffle_seed=shuffle_seed, w_frames=w_frames, method=interp, space=interp_space,
-                          truncation_psi=truncation_psi, labels=labels, device=device)
+        with _segment_bar(interp == "discriminator") as progress:
+            plan = plan_video(G, keyseeds, network=network_pkl, grid=grid, num_keyframes=num_keyframes,
+                              shuffle_seed=shuffle_seed, w_frames=w_frames, method=interp, space=interp_space,
+                              truncation_psi=truncation_psi, labels=labels, device=device, discriminator=D,
+                              d_strength=d_strength, d_iterations=d_iterations, progress=progress)
         if strip is not None:
             picks = strip_frame_indices(plan.num_frames, strip_frames)
             sheet = image_grid(list(plan.frames(f for f, _ in picks)), cols=len(picks), gap=2,
@@ -201,6 +220,28 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
             os.replace(tmp, target)
     for target in targets:
         click.echo(f"wrote {str(target)!r}" + (f" ({plan.num_frames} frames)" if target.suffix != ".png" else ""))
+
+
+@contextlib.contextmanager
+def _segment_bar(enabled: bool):
+    """A ``progress(done, total)`` callback drawing a bar over the optimised path segments (None if disabled)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc="paths", unit="segment", dynamic_ncols=True)
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _write_mp4(plan, tmp: Path) -> None:

@@ -347,3 +347,180 @@ def test_conditional_network_takes_a_class(stylegan_runtime, tiny_conditional_pk
         img = (G.synthesis(ws[cell:cell + 1], noise_mode="const")[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8)
         expected = img.permute(1, 2, 0).numpy().repeat(4, 0).repeat(4, 1)
         assert np.array_equal(sheet[:64, 2 * cell * 66:2 * cell * 66 + 64], expected), cell
+
+
+# ------------------------------------------------------------------------------------------------------
+# --interp discriminator: discriminator-aware geodesics between the keyframes.
+
+
+def uint8_image(G, w):
+    """A W latent (1, num_ws, w_dim) synthesized alone, as uint8 (H, W, C)."""
+    img = (G.synthesis(w, noise_mode="const")[0] * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return img.permute(1, 2, 0).numpy()
+
+
+def mapped_keys(G, seeds):
+    """W of the keyframe seeds in one batch (as plan_video maps them), shape (n, w_dim)."""
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in seeds]))
+    return G.mapping(z, None)[:, 0]
+
+
+def discriminator_plan(network, seeds, **kwargs):
+    from extensions.paths.video import plan_video
+    from extensions.stylegan.loader import load_discriminator_of, load_network
+    G = load_network(str(network), device="cpu")
+    D = load_discriminator_of(str(network), device="cpu")
+    return plan_video(G, seeds, network=str(network), method="discriminator", discriminator=D, device="cpu",
+                      **kwargs)
+
+
+def check_segments(plan, G, G_fn, D_fn, keys, *, cell=(0, 0), strength=1.0, iterations=3):
+    """Every segment of one cell is discriminator_path's result for its endpoints, and its frames render it."""
+    from extensions.paths import discriminator_path
+    K, w_frames = plan.num_keyframes, plan.w_frames
+    for k in range(K):
+        expected = discriminator_path(G_fn, D_fn, keys[k], keys[(k + 1) % K], steps=w_frames + 1, strength=strength,
+                                      iterations=iterations, device="cpu")
+        assert expected.best_iteration > 0                        # the optimiser moved the path
+        assert torch.equal(plan.paths[cell[0], cell[1], k], expected.latents), k
+        for j in range(w_frames):
+            frame = plan.render(k * w_frames + j)
+            h, w = frame.shape[0] // plan.grid[1], frame.shape[1] // plan.grid[0]
+            cut = frame[cell[0] * h:(cell[0] + 1) * h, cell[1] * w:(cell[1] + 1) * w]
+            image = uint8_image(G, expected.latents[j][None, None].repeat(1, G.num_ws, 1))
+            assert np.array_equal(cut, image), (k, j)
+            if j == 0:  # the keyframe's own image
+                assert np.array_equal(cut, uint8_image(G, keys[k][None, None].repeat(1, G.num_ws, 1))), k
+
+
+def test_discriminator_video_on_the_digits_network(stylegan_runtime, tmp_path):
+    from extensions.paths import digits_functions
+    seeds = [3, 8, 5]
+    plan = discriminator_plan("digits", seeds, w_frames=4, d_iterations=3)
+    assert plan.paths.shape == (1, 1, 3, 5, 64) and plan.num_frames == 12
+    G_fn, D_fn, adapter = digits_functions(device="cpu")
+    check_segments(plan, adapter.G, G_fn, D_fn, mapped_keys(adapter.G, seeds))
+    # The CLI writes the same frames.
+    strip, out = tmp_path / "s.png", tmp_path / "v.mp4"
+    res = cli("--seeds", "3,8,5", "--interp", "discriminator", "--w-frames", 4, "--d-iterations", 3,
+              "--strip-frames", 12, "--strip", strip, "--output", out)
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and "(12 frames)" in res.output
+    sheet = png(strip)
+    for f in range(12):
+        cell = sheet[:64, f * 66:f * 66 + 64]
+        assert np.array_equal(cell, plan.render(f)[:, :, 0].repeat(4, 0).repeat(4, 1)), f
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png", "v.mp4"]
+
+
+def test_discriminator_video_on_a_stylegan2_pickle(stylegan_runtime, tiny_network_pkl, tmp_path):
+    import imageio
+    from extensions.paths import adapter_functions
+    with open(tiny_network_pkl, "rb") as f:
+        data = pickle.load(f)
+    G, D = data["G_ema"], data["D"]
+    seeds = [0, 1, 2, 3]   # 2 keyframes in each of the 2 cells: cell 0 has 0 -> 1, cell 1 has 2 -> 3
+    plan = discriminator_plan(tiny_network_pkl, seeds, grid=(2, 1), w_frames=5, d_strength=2.0, d_iterations=4)
+    assert plan.paths.shape == (1, 2, 2, 6, 32)
+    G_fn, D_fn, _ = adapter_functions(G, D)
+    keys = mapped_keys(G, seeds)
+    check_segments(plan, G, G_fn, D_fn, keys[:2], cell=(0, 0), strength=2.0, iterations=4)
+    check_segments(plan, G, G_fn, D_fn, keys[2:], cell=(0, 1), strength=2.0, iterations=4)
+    out = tmp_path / "v.mp4"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--grid", "2x1", "--interp", "discriminator",
+              "--w-frames", 5, "--d-iterations", 2, "--output", out)
+    assert res.exit_code == 0, res.output
+    reader = imageio.get_reader(str(out))
+    try:
+        assert np.stack([frame for frame in reader]).shape == (10, 16, 32, 3)
+    finally:
+        reader.close()
+
+
+def test_discriminator_frames_score_higher_than_linear_frames(stylegan_runtime):
+    from extensions.paths import digits_functions
+    G_fn, D_fn, adapter = digits_functions(device="cpu")
+    seeds, w_frames = [11, 12], 6
+    plan = discriminator_plan("digits", seeds, w_frames=w_frames, d_iterations=15)
+    keys = mapped_keys(adapter.G, seeds)
+    aware = torch.cat([plan.latents(f)[0][:, 0] for f in range(plan.num_frames)])
+    t = torch.arange(w_frames, dtype=torch.float32)[:, None] / w_frames
+    linear = torch.cat([keys[k] + t * (keys[1 - k] - keys[k]) for k in range(2)])   # 11 -> 12 -> 11, same frames
+    assert torch.equal(aware[::w_frames], linear[::w_frames])                       # the same keyframes
+    assert not torch.allclose(aware, linear, atol=1e-3)
+    scores = {name: float(D_fn(G_fn(w)).mean()) for name, w in (("aware", aware), ("linear", linear))}
+    assert scores["aware"] >= scores["linear"], scores
+
+
+def test_discriminator_video_of_a_conditional_network_scores_the_class(stylegan_runtime, tiny_conditional_pkl):
+    from extensions.paths import adapter_functions, discriminator_path
+    from extensions.stylegan.adapter import make_adapter
+    with open(tiny_conditional_pkl, "rb") as f:
+        data = pickle.load(f)
+    G, D = data["G_ema"], data["D"]
+    labels = make_adapter(G).labels(2)
+    plan = discriminator_plan(tiny_conditional_pkl, [4, 6], w_frames=3, d_iterations=3, labels=labels)
+    z = torch.from_numpy(np.stack([np.random.RandomState(s).randn(G.z_dim) for s in (4, 6)]))
+    keys = G.mapping(z, labels.repeat(2, 1))[:, 0]
+    G_fn, D_fn, _ = adapter_functions(G, D, class_idx=2)
+    other = adapter_functions(G, D, class_idx=0)[1]
+    expected = discriminator_path(G_fn, D_fn, keys[0], keys[1], steps=4, iterations=3, device="cpu")
+    wrong = discriminator_path(G_fn, other, keys[0], keys[1], steps=4, iterations=3, device="cpu")
+    assert torch.equal(plan.paths[0, 0, 0], expected.latents)
+    assert not torch.equal(plan.paths[0, 0, 0], wrong.latents)   # D is asked about class 2, not class 0
+
+
+def test_load_discriminator_of_returns_the_pickled_d(stylegan_runtime, tiny_network_pkl, tmp_path):
+    from extensions.stylegan.loader import MissingDiscriminatorError, NetworkLoadError, load_discriminator_of
+    with open(tiny_network_pkl, "rb") as f:
+        data = pickle.load(f)
+    D = load_discriminator_of(str(tiny_network_pkl), device="cpu")
+    assert not D.training and not any(p.requires_grad for p in D.parameters())
+    expected = data["D"].state_dict()
+    assert D.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in D.state_dict().items())
+    for name, content in (("g_only.pkl", {"G_ema": data["G_ema"]}), ("module.pkl", data["G_ema"])):
+        path = tmp_path / name
+        with open(path, "wb") as f:
+            pickle.dump(content, f)
+        with pytest.raises(MissingDiscriminatorError, match="holds no discriminator 'D'") as info:
+            load_discriminator_of(str(path), device="cpu")
+        assert isinstance(info.value, NetworkLoadError) and str(path) in str(info.value)
+        assert "network-snapshot-*.pkl" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", ["g_only", "module"])
+def test_pickle_without_d_is_one_line_and_writes_nothing(stylegan_runtime, tiny_network_pkl, tmp_path, content):
+    with open(tiny_network_pkl, "rb") as f:
+        data = pickle.load(f)
+    bad = tmp_path / f"{content}.pkl"
+    with open(bad, "wb") as f:
+        pickle.dump({"G_ema": data["G_ema"]} if content == "g_only" else data["G_ema"], f)
+    out = tmp_path / "out"
+    out.mkdir()
+    res = cli("--network", bad, "--seeds", "0-3", "--interp", "discriminator", "--w-frames", 4,
+              "--output", out / "v.mp4", "--strip", out / "s.png")
+    assert res.exit_code == 1, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("Error:") and "holds no discriminator 'D'" in last and str(bad) in last, res.output
+    assert "--interp discriminator needs a training snapshot (network-snapshot-*.pkl)" in last
+    assert "Traceback" not in res.output
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--d-strength", -1], "--d-strength must be a finite number >= 0"),
+    (["--d-strength", "nan"], "--d-strength must be a finite number >= 0"),
+    (["--d-iterations", -2], "--d-iterations must be an integer >= 0"),
+    (["--w-frames", 1], "needs --w-frames 2 or more"),
+    (["--space", "z"], "drop --space z"),
+])
+def test_bad_discriminator_options_are_one_line(tiny_network_pkl, tmp_path, args, message):
+    d = tmp_path / "out"
+    d.mkdir()
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--interp", "discriminator", "--output", d / "v.mp4",
+              *args)
+    assert res.exit_code != 0
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("Error:") and message in last, res.output
+    assert list(d.iterdir()) == []

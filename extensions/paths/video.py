@@ -12,6 +12,11 @@ next one (the last one joins the first, so the video loops) at ``t = (f mod w_fr
 at ``t = 0`` is its keyframe's image exactly. ``space='z'`` interpolates the Z latents and maps every frame;
 the Gaussian methods (:data:`extensions.paths.GAUSSIAN_METHODS`) are only offered there.
 
+``method='discriminator'`` (W only) runs piecewise too, along discriminator-aware geodesics
+(:func:`extensions.paths.discriminator_path`): each segment is a path of ``w_frames + 1`` points from a
+keyframe to the next, optimised once when the video is planned; frame ``f`` is point ``f mod w_frames``
+of its segment.
+
 Example
 -------
 >>> video = plan_video(G, seeds=range(8), grid=(2, 1), w_frames=30, method="slerp")   # doctest: +SKIP
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import scipy.interpolate
@@ -40,7 +45,7 @@ log = logging.getLogger(__name__)
 SPLINE_METHODS = ("cubic", "linear")
 #: Every ``--interp`` choice: the spline kinds, then the piecewise methods of :func:`interpolate` (linear
 #: is the spline one).
-VIDEO_METHODS = SPLINE_METHODS + ("slerp", "normalized", "cauchy", "spherical-cauchy")
+VIDEO_METHODS = SPLINE_METHODS + ("slerp", "normalized", "cauchy", "spherical-cauchy", "discriminator")
 #: Keyframe repeats on each side of the spline's x range (gen_video.py's ``wraps``).
 WRAPS = 2
 
@@ -95,9 +100,26 @@ def check_method(method: str, space: str) -> None:
         raise HubnessError(f"space {space!r} is neither 'w' nor 'z'")
     if method not in VIDEO_METHODS and method not in INTERPOLATIONS:
         raise HubnessError(f"unknown interpolation {method!r}; choose one of {', '.join(VIDEO_METHODS)}")
+    if method == "discriminator" and space != "w":
+        raise HubnessError("--interp discriminator optimises paths in W, where StyleGAN's synthesis runs; "
+                           "drop --space z")
     if method in GAUSSIAN_METHODS and space != "z":
         raise HubnessError(f"--interp {method} keeps the N(0, I) prior of Z, not of W; use --space z "
                            f"(or --interp cubic, linear or slerp in W)")
+
+
+def check_discriminator_options(strength, iterations, w_frames) -> None:
+    """Refuse a D strength that is negative or not finite, an iteration count below 0, and segments without a
+    point between their keyframes (``w_frames`` < 2)."""
+    if isinstance(w_frames, (int, np.integer)) and w_frames < 2:
+        raise HubnessError(f"--interp discriminator needs --w-frames 2 or more (a point between keyframes to "
+                           f"optimise), got {w_frames}")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(strength) or strength < 0:
+        raise HubnessError(f"--d-strength must be a finite number >= 0 (0: the plain image-space geodesic), "
+                           f"got {strength!r}")
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 0:
+        raise HubnessError(f"--d-iterations must be an integer >= 0 (0: the linear path), got {iterations!r}")
 
 
 def layout_frame(images: torch.Tensor, grid_w: int, grid_h: int) -> np.ndarray:
@@ -122,6 +144,9 @@ class VideoPlan:
         Keyframe latents: W as mapped (K, num_ws, w_dim) float32, or Z (K, z_dim) float64.
     num_frames : int
         ``K * w_frames``.
+    paths : torch.Tensor, optional
+        ``method='discriminator'``: the optimised segments, shape (grid_h, grid_w, K, w_frames + 1, w_dim),
+        float32, CPU; segment k runs from keyframe k to keyframe k + 1 (the last to the first).
     """
 
     G: torch.nn.Module
@@ -136,6 +161,7 @@ class VideoPlan:
     truncation_psi: float
     labels: Optional[torch.Tensor]
     device: torch.device
+    paths: Optional[torch.Tensor] = field(default=None, repr=False)
     _splines: list = field(default_factory=list, repr=False)
 
     @property
@@ -155,6 +181,10 @@ class VideoPlan:
             return [torch.from_numpy(f(frame / self.w_frames)).to(self.device).unsqueeze(0) for f in self._splines]
         k, step = divmod(frame, self.w_frames)
         k %= self.num_keyframes
+        if self.method == "discriminator":
+            num_ws = self.keys.shape[3]
+            points = self.paths[:, :, k, step].reshape(grid_w * grid_h, -1).to(self.device)
+            return [row[None, None].repeat(1, num_ws, 1) for row in points]
         t = step / self.w_frames
         # Every row of a mapped W is the same latent (no truncation cutoff): interpolate the first.
         keys = self.keys[:, :, :, 0] if self.space == "w" else self.keys
@@ -207,8 +237,11 @@ class VideoPlan:
 def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "network", grid: tuple = (1, 1),
                num_keyframes: Optional[int] = None, shuffle_seed: Optional[int] = None, w_frames: int = 120,
                method: str = "cubic", space: str = "w", truncation_psi: float = 1.0,
-               labels: Optional[torch.Tensor] = None, device=None) -> VideoPlan:
-    """Lay out and map the keyframes of an interpolation video.
+               labels: Optional[torch.Tensor] = None, device=None, discriminator: Optional[torch.nn.Module] = None,
+               d_strength: float = 1.0, d_iterations: int = 50,
+               progress: Optional[Callable[[int, int], None]] = None) -> VideoPlan:
+    """Lay out and map the keyframes of an interpolation video (and, for ``method='discriminator'``, optimise
+    its paths).
 
     Parameters
     ----------
@@ -226,19 +259,28 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
         Frames from one keyframe to the next; the video has ``num_keyframes * w_frames`` frames.
     method : str
         'cubic' or 'linear' (interp1d, as gen_video.py), or 'slerp', 'normalized', 'cauchy',
-        'spherical-cauchy' (piecewise, :func:`extensions.paths.interpolate`).
+        'spherical-cauchy' (piecewise, :func:`extensions.paths.interpolate`), or 'discriminator' (piecewise
+        discriminator-aware geodesics in W, :func:`extensions.paths.discriminator_path`).
     space : {'w', 'z'}
-        Where latents are interpolated; the Gaussian methods need 'z'.
+        Where latents are interpolated; the Gaussian methods need 'z', 'discriminator' needs 'w'.
     truncation_psi : float
     labels : torch.Tensor, optional
-        Class label (1, c_dim) of conditional networks; None for unconditional ones.
+        One-hot class label (1, c_dim) of conditional networks; None for unconditional ones.
     device : torch.device, optional
         Where latents live; default the generator's.
+    discriminator : torch.nn.Module, optional
+        ``D(img, c)`` of the generator (:func:`extensions.stylegan.loader.load_discriminator_of`); needed
+        by 'discriminator'.
+    d_strength, d_iterations
+        ``strength`` and ``iterations`` of :func:`~extensions.paths.discriminator_path`.
+    progress : callable, optional
+        ``progress(done, total)`` after each optimised segment (``total = grid_w * grid_h * K``).
 
     Raises
     ------
     HubnessError
-        Bad seeds, grid, keyframe count, ``w_frames``, method or space.
+        Bad seeds, grid, keyframe count, ``w_frames``, method or space; 'discriminator' without a
+        discriminator, or with a bad strength or iteration count.
     NonFiniteError
         When the mapping sends a keyframe to NaN or inf (naming the network and the seeds).
     """
@@ -246,6 +288,11 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
         raise HubnessError(f"--w-frames must be a positive number of frames between keyframes, got {w_frames!r} "
                            f"(e.g. --w-frames 120)")
     check_method(method, space)
+    if method == "discriminator":
+        check_discriminator_options(d_strength, d_iterations, w_frames)
+        if discriminator is None:
+            raise HubnessError(f"--interp discriminator needs the discriminator of network {network!r}; load it "
+                               f"with load_discriminator_of and pass it as discriminator=")
     grid = _grid(grid)
     all_seeds = keyframe_seeds(seeds, grid, num_keyframes, shuffle_seed)
     num_keyframes = len(all_seeds) // (grid[0] * grid[1])
@@ -269,8 +316,36 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
     keys = keys.reshape(grid[1], grid[0], num_keyframes, *keys.shape[1:])
     log.info("video: %d keyframes per cell, %dx%d grid, %d frames, %s in %s", num_keyframes, grid[0], grid[1],
              num_keyframes * int(w_frames), method, space.upper())
+    paths = None
+    if method == "discriminator":
+        paths = _discriminator_paths(G, discriminator, keys[:, :, :, 0], int(w_frames), labels, float(d_strength),
+                                     int(d_iterations), device, progress)
     return VideoPlan(G, network, all_seeds, keys, grid, num_keyframes, int(w_frames), method, space,
-                     float(truncation_psi), labels, device)
+                     float(truncation_psi), labels, device, paths)
+
+
+def _discriminator_paths(G, D, keys: torch.Tensor, w_frames: int, labels: Optional[torch.Tensor],
+                         strength: float, iterations: int, device, progress) -> torch.Tensor:
+    """Discriminator-aware segments between consecutive keyframes (W, (rows, cols, K, w_dim)) of every cell,
+    the last keyframe joined to the first: shape (rows, cols, K, w_frames + 1, w_dim), float32, CPU."""
+    from .discriminator import adapter_functions, discriminator_path
+    class_idx = None
+    if labels is not None and labels.numel():
+        class_idx = int(labels.reshape(-1, labels.shape[-1])[0].argmax())
+    G_fn, D_fn, _ = adapter_functions(G, D, class_idx=class_idx)
+    rows, cols, num_keyframes = keys.shape[:3]
+    total = rows * cols * num_keyframes
+    segments = []
+    for r in range(rows):
+        for c in range(cols):
+            for k in range(num_keyframes):
+                result = discriminator_path(G_fn, D_fn, keys[r, c, k], keys[r, c, (k + 1) % num_keyframes],
+                                            steps=w_frames + 1, strength=strength, iterations=iterations,
+                                            device=device)
+                segments.append(result.latents)
+                if progress is not None:
+                    progress(len(segments), total)
+    return torch.stack(segments).reshape(rows, cols, num_keyframes, w_frames + 1, -1)
 
 
 def strip_frames(num_frames: int, count: int = 8) -> list:

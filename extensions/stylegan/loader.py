@@ -53,6 +53,10 @@ class NotAGeneratorError(NetworkLoadError):
     """``G_ema`` is not a generator (a torch.nn.Module with ``z_dim``)."""
 
 
+class MissingDiscriminatorError(NetworkLoadError):
+    """The pickle holds no discriminator ``D`` (a ``G_ema``-only or bare-module pickle)."""
+
+
 class OfflineError(NetworkLoadError):
     """A URL could not be downloaded. ``cache_file`` is where the download cache would find it."""
 
@@ -238,6 +242,15 @@ def load_network(network: str, *, stylegan3=None, device=None, checkout: Optiona
     from ..digits.network import NETWORK_NAME, load_generator
     if network == NETWORK_NAME:
         return load_generator(device=device, stylegan3=stylegan3)
+    data = _load_pickle(network, stylegan3, checkout, cache_dir)
+    G = generator_from(data, network)
+    if not is_stylegan(G):
+        G.eval()
+    return G.requires_grad_(False).to(device)
+
+
+def _load_pickle(network: str, stylegan3, checkout: Optional[Checkout], cache_dir: Optional[str]):
+    """The unpickled contents of a network pickle (path or URL), through the checkout when one is found."""
     if checkout is None:
         try:
             checkout = find_checkout(stylegan3)
@@ -254,7 +267,48 @@ def load_network(network: str, *, stylegan3=None, device=None, checkout: Optiona
                 data = _unpickle(f, network, checkout)
         else:
             data = _unpickle(f, network, None)
-    G = generator_from(data, network)
-    if not is_stylegan(G):
-        G.eval()
-    return G.requires_grad_(False).to(device)
+    return data
+
+
+def load_discriminator_of(network: str, *, stylegan3=None, device=None) -> torch.nn.Module:
+    """The discriminator ``D`` of a network pickle (a training snapshot), on ``device``, in eval mode, with
+    gradients off.
+
+    Parameters
+    ----------
+    network : str
+        Path, ``file://`` URL or URL of a network pickle holding ``D`` (``network-snapshot-*.pkl`` of
+        stylegan3 or stylegan2-ada training), or :data:`extensions.digits.NETWORK_NAME` for the embedded
+        digits discriminator (:func:`extensions.digits.load_discriminator`).
+    stylegan3 : str or Path, optional
+        Checkout to use, as in :func:`load_network`.
+    device : str or torch.device, optional
+        None: CUDA when available, else CPU.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``D(img, c)`` -> logits (n, 1) of images (n, C, H, W) in [-1, 1].
+
+    Raises
+    ------
+    MissingDiscriminatorError
+        When the pickle holds no ``D`` (a generator-only dict or a pickled module), or a ``D`` that is not
+        a torch.nn.Module.
+    NetworkNotFoundError, NotAPickleError, OfflineError, CheckoutNotFoundError
+        As :func:`load_network`.
+    """
+    network = str(network)
+    device = resolve_device(device)
+    from ..digits.network import NETWORK_NAME, load_discriminator
+    if network == NETWORK_NAME:
+        return load_discriminator(device=device)
+    data = _load_pickle(network, stylegan3, None, None)
+    D = data.get("D") if isinstance(data, dict) else None
+    if not isinstance(D, torch.nn.Module):
+        found = (f"keys: {', '.join(repr(k) for k in list(data)[:8]) or 'none'}" if isinstance(data, dict)
+                 else f"a pickled {type(data).__name__}")
+        what = "holds no discriminator 'D'" if D is None else f"holds a {type(D).__name__} as 'D', not a discriminator"
+        raise MissingDiscriminatorError(f"{network!r} {what} ({found}); --interp discriminator needs a training "
+                                        f"snapshot (network-snapshot-*.pkl), which pickles D beside G_ema", network)
+    return D.eval().requires_grad_(False).to(device)
