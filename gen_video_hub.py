@@ -25,23 +25,12 @@ from extensions.digits import NETWORK_NAME  # noqa: E402
 from extensions.paths.video import (VIDEO_METHODS, check_discriminator_options, check_method, plan_video,  # noqa: E402
                                     sampled_keyframe_seeds, strip_frames as strip_frame_indices)
 from extensions.render import image_grid, save_png  # noqa: E402
-from extensions.stylegan import cli as _cli  # noqa: E402
-from extensions.stylegan.cli import GridType, SeedList, interrupts_exit, os_error_message  # noqa: E402
+from extensions.stylegan.cli import (GridType, SeedList, hubness_options, interrupts_exit,  # noqa: E402
+                                     os_error_message)
 
 #: Hub options of gen_images_hub.py that keep their meaning here (--grid and --space mean other things).
 _HUB_OPTIONS = ("sampler", "k", "t", "t_lq", "pool_size", "knn_backend", "include_self", "device", "batch_size",
                 "max_pools")
-
-
-def _hub_options(f):
-    """Add the options :data:`_HUB_OPTIONS` exactly as gen_images_hub.py declares them."""
-    def holder():
-        pass
-    for option in _cli._OPTIONS:
-        option(holder)
-    params = {p.name: p for p in holder.__click_params__}
-    f.__dict__.setdefault("__click_params__", []).extend(params[name] for name in reversed(_HUB_OPTIONS))
-    return f
 
 
 @click.command()
@@ -77,7 +66,7 @@ def _hub_options(f):
               help="Frames in the --strip contact sheet")
 @click.option("--stylegan3", "stylegan3", type=click.Path(file_okay=False), default=None, metavar="DIR",
               help="stylegan3 or stylegan2-ada-pytorch checkout [default: $STYLEGAN3_DIR, else importable modules]")
-@_hub_options
+@hubness_options(*_HUB_OPTIONS)
 def generate_video(**options):
     """Render a latent vector interpolation video, optionally through hub latents.
 

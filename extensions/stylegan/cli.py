@@ -134,11 +134,21 @@ _OPTIONS = [
 ]
 
 
-def add_hubness_options(f):
-    """Add ``--sampler`` and the hubness options (parameters :data:`HUB_PARAMS`) to a click command function."""
-    for option in reversed(_OPTIONS):
-        f = option(f)
+def add_hubness_options(f, names=None):
+    """Add ``--sampler`` and the hubness options (parameters :data:`HUB_PARAMS`, or those of them in
+    ``names``) to a click command function."""
+    for name, option in reversed(list(zip(HUB_PARAMS, _OPTIONS))):
+        if names is None or name in names:
+            f = option(f)
     return f
+
+
+def hubness_options(*names):
+    """Decorator form of :func:`add_hubness_options` for the options ``names`` (parameter names)."""
+    unknown = set(names) - set(HUB_PARAMS)
+    if unknown:
+        raise ValueError(f"not hubness options: {sorted(unknown)}")
+    return lambda f: add_hubness_options(f, names)
 
 
 def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx: Optional[int] = None,
