@@ -367,7 +367,7 @@ def sampled_keyframe_seeds(adapter, network: str, seeds: Sequence[int], sampler:
     'random' and 'truncation' keep ``seeds`` as given (repeats included, as gen_video.py). Hub values are
     computed in W, without truncation, as :func:`extensions.stylegan.generate.generate_images` does.
     """
-    from ..stylegan.generate import HUB_SAMPLERS, SAMPLER_NAMES, _sample, _validate
+    from ..stylegan.generate import HUB_SAMPLERS, SAMPLER_NAMES, sample_seeds, validate_options
     say = echo or log.info
     if sampler not in SAMPLER_NAMES:
         raise HubnessError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
@@ -375,10 +375,10 @@ def sampled_keyframe_seeds(adapter, network: str, seeds: Sequence[int], sampler:
         if sampler == "truncation" and truncation_psi == 1:
             raise HubnessError("--sampler truncation needs --trunc other than 1 (e.g. --trunc 0.7)")
         return np.asarray(list(seeds), dtype=np.int64), None
-    pool, num, pool_size, _ = _validate(sampler, "const", knn_backend, seeds, num, pool_size, batch_size, max_pools,
-                                        k, t, t_lq, truncation_psi, say)
+    pool, num, pool_size, _ = validate_options(sampler, "const", knn_backend, seeds, num, pool_size, batch_size,
+                                               max_pools, k, t, t_lq, truncation_psi, say)
     space = adapter.check_space(None)
-    selection, _ = _sample(adapter, network, pool, sampler, num, space,
-                           adapter.labels(None) if labels is None else labels, 1.0, pool_size, batch_size,
-                           max_pools, k, t, t_lq, include_self, knn_backend, progress, say)
+    selection, _ = sample_seeds(adapter, network, pool, sampler, num, space,
+                                adapter.labels(None) if labels is None else labels, 1.0, pool_size, batch_size,
+                                max_pools, k, t, t_lq, include_self, knn_backend, progress, say)
     return selection.seeds.astype(np.int64), selection

@@ -199,8 +199,14 @@ def _pool_rows(selection: Selection):
                    order.get(seed) if rec.chosen[j] else None)
 
 
-def _validate(sampler, noise_mode, knn_backend, seeds, num, pool_size, batch_size, max_pools, k, t, t_lq,
-              truncation_psi, echo) -> tuple:
+def validate_options(sampler, noise_mode, knn_backend, seeds, num, pool_size, batch_size, max_pools, k, t, t_lq,
+                     truncation_psi, echo) -> tuple:
+    """Check the sampling options of a command (raises :class:`HubnessError` naming the option).
+
+    Returns
+    -------
+    (seeds without repeats as int64, num, pool_size, truncation_psi as float)
+    """
     if sampler not in SAMPLER_NAMES:
         raise HubnessError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
     if noise_mode not in NOISE_MODES:
@@ -311,7 +317,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
     """
     say = echo or log.info
     resolve_device(device)  # before the folder is locked or anything loads
-    seeds, num, pool_size, truncation_psi = _validate(sampler, noise_mode, knn_backend, seeds, num, pool_size,
+    seeds, num, pool_size, truncation_psi = validate_options(sampler, noise_mode, knn_backend, seeds, num, pool_size,
                                                       batch_size, max_pools, k, t, t_lq, truncation_psi, say)
     layout = parse_grid(grid)
     translate = tuple(float(v) for v in translate)
@@ -347,7 +353,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
         d = adapter.w_dim if space == "w" else adapter.z_dim
         check_pool_memory(max(len(seeds), pool_size), adapter.z_dim, d, hub=hub, device=adapter.device)
 
-        selection, further = _sample(adapter, network, seeds, sampler, num, space, labels, truncation_psi,
+        selection, further = sample_seeds(adapter, network, seeds, sampler, num, space, labels, truncation_psi,
                                      pool_size, batch_size, max_pools, k, t, t_lq, include_self, knn_backend,
                                      progress, say)
         z = seed_latents(selection.seeds, adapter.z_dim)
@@ -394,9 +400,12 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
                             remove)
 
 
-def _sample(adapter, network, seeds, sampler, num, space, labels, truncation_psi, pool_size, batch_size,
-            max_pools, k, t, t_lq, include_self, knn_backend, progress, say):
-    """Run the sampler over the seed pools; returns (selection, further pools)."""
+def sample_seeds(adapter, network, seeds, sampler, num, space, labels, truncation_psi, pool_size, batch_size,
+                 max_pools, k, t, t_lq, include_self, knn_backend, progress, say):
+    """Run the sampler over the seed pools with progress bars; returns (selection, further pools).
+
+    Non-finite latents from the network raise :class:`NonFiniteError` naming the network and the seed.
+    """
     hub = sampler in HUB_SAMPLERS
     bars = _Progress(progress)
     warned = []
