@@ -265,3 +265,27 @@ def test_patched_gen_images(official_copy, tmp_path):
     refused = tiny_networks.run_python([OFFICIAL, official_copy, "--network", pkl, "--seeds", seed, "--sampler",
                                         "hubness", "--outdir", tmp_path / "refused"], HIDE_PLUGIN=1)
     assert refused.returncode == 2 and "No such option '--sampler'" in refused.stderr
+
+
+@pytest.mark.needs_stylegan3
+def test_patched_gen_video(official_copy, tmp_path):
+    out = tiny_networks.run_python(["-m", "extensions.patches", "apply", "--stylegan3", official_copy])
+    assert out.returncode == 0 and "gen_video.patch: applied" in out.stdout, out.stderr
+    pkl = tmp_path / "net.pkl"
+    build = tiny_networks.run_python(["-c", "import sys, tiny_networks as t; t.use_runtime(sys.argv[1]); "
+                                      "t.write_network_pickle(sys.argv[2])", official_copy, pkl])
+    assert build.returncode == 0, build.stderr[-2000:]
+    args = ["--network", pkl, "--seeds", "0-39", "--sampler", "hubness", "--t", 0, "--num-keyframes", 3,
+            "--w-frames", 4, "--interp", "slerp", "--device", "cpu"]
+    patched = tiny_networks.run_python([official_copy / "gen_video.py", *args, "--output", tmp_path / "p.mp4",
+                                        "--strip", tmp_path / "p.png"], cwd=official_copy)
+    assert patched.returncode == 0, patched.stderr[-2000:]
+    ours = tiny_networks.run_python([tiny_networks.REPO_ROOT / "gen_video_hub.py", "--stylegan3", official_copy, *args,
+                                     "--output", tmp_path / "o.mp4", "--strip", tmp_path / "o.png"])
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    assert np.array_equal(np.asarray(PIL.Image.open(tmp_path / "p.png")), np.asarray(PIL.Image.open(tmp_path / "o.png")))
+    bad = tiny_networks.run_python([official_copy / "gen_video.py", *args[:-2], "--device", "bogus",
+                                    "--output", tmp_path / "b.mp4"], cwd=official_copy)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("Error: device")
+    assert not (tmp_path / "b.mp4").exists()
+    assert "gen_video.patch: reverted: gen_video.py (-8 +0 lines)" in P.run("revert", official_copy)
