@@ -17,10 +17,10 @@ from pathlib import Path
 
 import click
 
-from .._checks import HubnessError, ThresholdUnreachableError, resolve_device
+from .._checks import HubnessError, resolve_device
 from ..render import image_grid, save_png
 from ..stylegan.checkout import imported_checkout
-from ..stylegan.cli import hubness_options, interrupts_exit, os_error_message
+from ..stylegan.cli import hubness_options, one_line_errors
 from .video import (VIDEO_METHODS, check_discriminator_options, check_method, plan_video, sampled_keyframe_seeds,
                     strip_frames as strip_frame_indices)
 
@@ -64,16 +64,8 @@ def video_options(f):
 def run(**options) -> None:
     """Render a video from parsed options: bad input and unreachable thresholds become one-line click errors,
     Ctrl-C exits 130 and SIGTERM 143, and no partial file is left."""
-    with interrupts_exit():
-        try:
-            render_video(**options)
-        except ThresholdUnreachableError as exc:
-            raise click.ClickException(" ".join(str(exc).split()).replace("raise max_pools", "raise --max-pools")) \
-                from exc
-        except HubnessError as exc:
-            raise click.ClickException(" ".join(str(exc).split())) from exc
-        except OSError as exc:
-            raise click.ClickException(os_error_message(exc).replace("--outdir", "--output")) from exc
+    with one_line_errors("--output"):
+        render_video(**options)
 
 
 def with_hubness_video(f):

@@ -165,29 +165,31 @@ def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx
                                    noise_mode=noise_mode, translate=translate, rotate=rotate, stylegan3=stylegan3,
                                    progress=True, echo=click.echo, **hub)
         except ThresholdUnreachableError as exc:
-            text = " ".join(str(exc).split()).replace("raise max_pools", "raise --max-pools")
-            hint = f" (--t 0 --num {hub.get('num') or 64})" if hub.get("sampler") == "hubness" else ""
-            raise click.ClickException(text + hint) from exc
+            if hub.get("sampler") != "hubness":
+                raise
+            raise ThresholdUnreachableError(f"{exc} (--t 0 --num {hub.get('num') or 64})") from exc
 
 
 @contextlib.contextmanager
-def one_line_errors():
+def one_line_errors(option: str = "--outdir"):
     """Inside the block, bad input and unreachable thresholds become one-line click errors (exit status 1),
-    OSErrors name their file, Ctrl-C exits 130 and SIGTERM 143 (see :class:`interrupts_exit`)."""
+    OSErrors name their file (and ``option`` as the way out), Ctrl-C exits 130 and SIGTERM 143 (see
+    :class:`interrupts_exit`)."""
     with interrupts_exit():
         try:
             yield
         except (HubnessError, ThresholdUnreachableError) as exc:
-            raise click.ClickException(" ".join(str(exc).split())) from exc
+            text = " ".join(str(exc).split()).replace("raise max_pools", "raise --max-pools")
+            raise click.ClickException(text) from exc
         except OSError as exc:  # the disk is full, a file cannot be replaced, ...
-            raise click.ClickException(os_error_message(exc)) from exc
+            raise click.ClickException(os_error_message(exc, option)) from exc
 
 
-def os_error_message(exc: OSError) -> str:
+def os_error_message(exc: OSError, option: str = "--outdir") -> str:
     """One line naming the file and what to do."""
     what = exc.strerror or type(exc).__name__
     where = f"cannot write {exc.filename!r}: " if exc.filename else ""
-    return f"{where}{what}; free space or fix permissions, or choose another --outdir"
+    return f"{where}{what}; free space or fix permissions, or choose another {option}"
 
 
 class interrupts_exit:
