@@ -26,22 +26,26 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SCRIPT = tiny_networks.REPO_ROOT / "gen_images_hub.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gen_images_hub", SCRIPT)
+def load_script(script=SCRIPT, command="generate_images"):
+    """The click command of a root script, imported from its file."""
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.generate_images
+    return getattr(module, command)
+
+
+def command_runner(command):
+    """``cli(*args, env=None)`` running ``command`` in this process, on the CPU unless --device is given."""
+    def cli(*args, env=None):
+        args = [str(a) for a in args]
+        if "--device" not in args:
+            args += ["--device", "cpu"]
+        return CliRunner().invoke(command, args, env=env, catch_exceptions=False)
+    return cli
 
 
 CLI = load_script()
-
-
-def cli(*args, env=None):
-    """Run the command in this process; on the CPU (like ``official_image``) unless --device is given."""
-    args = [str(a) for a in args]
-    if "--device" not in args:
-        args += ["--device", "cpu"]
-    return CliRunner().invoke(CLI, args, env=env, catch_exceptions=False)
+cli = command_runner(CLI)
 
 
 def official_image(runtime, pkl, seed, *, psi=1.0, class_idx=None, noise_mode="const"):

@@ -7,7 +7,6 @@ uint8 and tiled H rows x W columns) is written out in ``official_frames`` for th
 with STYLEGAN3_DIR set, the checkout's own ``gen_interp_video`` is run as well, its writer capturing frames.
 """
 
-import importlib.util
 import pickle
 
 import numpy as np
@@ -15,31 +14,18 @@ import PIL.Image
 import pytest
 import scipy.interpolate
 import torch
-from click.testing import CliRunner
 
 import tiny_networks
 from reference import brute_knn
+from test_gen_images_hub import command_runner, load_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCRIPT = tiny_networks.REPO_ROOT / "gen_video_hub.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("gen_video_hub", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.generate_video
-
-
-CLI = load_script()
-
-
-def cli(*args, env=None):
-    args = [str(a) for a in args]
-    if "--device" not in args:
-        args += ["--device", "cpu"]
-    return CliRunner().invoke(CLI, args, env=env, catch_exceptions=False)
+CLI = load_script(SCRIPT, "generate_video")
+cli = command_runner(CLI)
 
 
 def load_G(runtime, pkl):
