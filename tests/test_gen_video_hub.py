@@ -510,3 +510,15 @@ def test_bad_discriminator_options_are_one_line(tiny_network_pkl, tmp_path, args
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("Error:") and message in last, res.output
     assert list(d.iterdir()) == []
+
+
+def test_temporary_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
+    stale = [tmp_path / ".v.mp4.abc123.tmp.mp4", tmp_path / ".s.png.q9z.tmp.png"]
+    for p in stale:
+        p.write_bytes(b"half")
+    (tmp_path / ".other.tmp.mp4").write_bytes(b"not ours")
+    res = cli("--seeds", "0-1", "--w-frames", 2, "--interp", "linear", "--output", tmp_path / "v.mp4",
+              "--strip", tmp_path / "s.png")
+    assert res.exit_code == 0, res.output
+    assert not any(p.exists() for p in stale) and (tmp_path / ".other.tmp.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp.mp4", "s.png", "v.mp4"]

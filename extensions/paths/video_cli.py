@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -104,7 +105,11 @@ def check_ffmpeg() -> None:
 @contextlib.contextmanager
 def temp_next_to(path: Path, suffix: str):
     """A temporary file name next to ``path`` (created now, so an unwritable folder fails before any work);
-    removed unless the block renames it."""
+    removed unless the block renames it. Temporary files a killed run left for ``path`` are removed first."""
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(suffix)}"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as exc:
