@@ -5,11 +5,11 @@ classifier's mean confidence and precision; any other network gets the number of
 values. Writes comparison.png and comparison.json.
 """
 
+import os
 import signal
-import sys
 
-if __name__ == "__main__":  # Ctrl-C while the modules load: exit 130 without a traceback
-    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+if __name__ == "__main__":  # Ctrl-C while the modules load (nothing written yet): exit 130, no traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))  # an exception could abort a C import
 
 import logging  # noqa: E402
 import math  # noqa: E402

@@ -5,11 +5,11 @@ default, it renders the same images), and --sampler hubness renders only the see
 hubs (Liang et al., ICML 2022). Runs on CUDA when available, else on the CPU.
 """
 
+import os
 import signal
-import sys
 
-if __name__ == "__main__":  # Ctrl-C while the modules load: exit 130 without a traceback
-    signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(130))
+if __name__ == "__main__":  # Ctrl-C while the modules load (nothing written yet): exit 130, no traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))  # an exception could abort a C import
 
 import click  # noqa: E402
 
