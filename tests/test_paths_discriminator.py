@@ -181,6 +181,41 @@ def test_digits_path_is_more_realistic_than_the_linear_path(stylegan_runtime, on
         assert torch.equal(result.latents[0], a) and torch.equal(result.latents[-1], b)
 
 
+# ------------------------------------------------------------------------------------- batches of points
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+@pytest.mark.parametrize("batch_size", [1, 2, 4, 7])
+def test_batched_passes_give_the_one_pass_path(optimizer, batch_size):
+    """Points in batches (two passes per gradient) follow the same iterates as one pass over all points."""
+    one = discriminator_path(toy_G, toy_D, A, B, steps=9, strength=1.3, iterations=6, optimizer=optimizer,
+                             batch_size=9, device="cpu")
+    batched = discriminator_path(toy_G, toy_D, A, B, steps=9, strength=1.3, iterations=6, optimizer=optimizer,
+                                 batch_size=batch_size, device="cpu")
+    assert one.best_iteration > 0
+    torch.testing.assert_close(batched.energy_history, one.energy_history, rtol=1e-5, atol=0)
+    torch.testing.assert_close(batched.latents, one.latents, rtol=1e-5, atol=1e-6)
+    assert torch.equal(batched.latents[0], A) and torch.equal(batched.latents[-1], B)
+
+
+def test_batched_gradient_matches_autograd_through_all_points(stylegan_runtime, one_thread):
+    """On the embedded networks (minibatch-std context), Adam steps from batches of 3 points equal the
+    steps from one pass, which autograd differentiates directly."""
+    G_fn, D_fn, adapter = digits_functions(device="cpu")
+    w = adapter.map(torch.randn(2, adapter.z_dim, generator=torch.Generator().manual_seed(5)))
+    runs = [discriminator_path(G_fn, D_fn, w[0], w[1], steps=8, iterations=3, lr=0.002, batch_size=size,
+                               device="cpu") for size in (8, 3)]
+    assert runs[0].best_iteration > 0
+    torch.testing.assert_close(runs[1].energy_history, runs[0].energy_history, rtol=1e-4, atol=0)
+    torch.testing.assert_close(runs[1].latents, runs[0].latents, rtol=1e-4, atol=1e-5)
+
+
+def test_points_per_pass_follows_the_image_size():
+    from extensions.paths.discriminator import POINTS_BUDGET, points_per_pass
+    assert points_per_pass((1, 8, 8), 121) == 121
+    assert points_per_pass((3, 1024, 1024), 121) == POINTS_BUDGET // (3 * 1024 * 1024)
+    assert points_per_pass((3, 4096, 4096), 121) == 1
+
+
 # ---------------------------------------------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -193,6 +228,7 @@ def test_digits_path_is_more_realistic_than_the_linear_path(stylegan_runtime, on
     (dict(optimizer="sgd"), "optimizer must be one of adam, lbfgs.*'sgd'"),
     (dict(init="bogus"), "unknown interpolation method 'bogus'"),
     (dict(downsample=0), "downsample must be >= 1.*0"),
+    (dict(batch_size=0), "batch_size must be >= 1.*0"),
     (dict(b=torch.zeros(3)), r"same shape.*\(2,\) and \(3,\)"),
     (dict(a=torch.tensor([0.0, float("inf")])), "a holds 1 non-finite value.*inf at index 1"),
     (dict(b=np.zeros((2, 2))), r"b must have shape \(d,\) or \(1, d\).*\(2, 2\)"),

@@ -144,10 +144,21 @@ def path_energy(images: torch.Tensor, scores: torch.Tensor, strength: float, *, 
 
 # ------------------------------------------------------------------------------------------------- the path
 
+#: Image values (C * H * W per image) per pass through G and D when no batch size is given: about five
+#: 1024 x 1024 RGB images, whose activations with autograd fit in a 40 GB GPU for stylegan3-r and D.
+POINTS_BUDGET = 1 << 24
+
+
+def points_per_pass(image_shape, steps: int, budget: int = POINTS_BUDGET) -> int:
+    """Path points per G/D pass for images of ``image_shape`` (C, H, W): all ``steps`` when they fit."""
+    values = int(np.prod(image_shape))
+    return int(max(1, min(steps, budget // max(values, 1))))
+
+
 def discriminator_path(G_fn: Callable[[torch.Tensor], torch.Tensor], D_fn: Callable[[torch.Tensor], torch.Tensor],
                        a, b, *, steps: int = 16, strength: float = 1.0, iterations: int = 100,
                        lr: Optional[float] = None, init: str = "linear", optimizer: str = "adam",
-                       downsample: int = 1, device=None,
+                       downsample: int = 1, batch_size: Optional[int] = None, device=None,
                        progress: Optional[Callable[[int, int, float], None]] = None) -> PathResult:
     """The discriminator-aware shortest path from latent ``a`` to latent ``b`` (see the module docstring).
 
@@ -174,6 +185,12 @@ def discriminator_path(G_fn: Callable[[torch.Tensor], torch.Tensor], D_fn: Calla
         with a strong Wolfe line search of up to 25 evaluations: fewer iterations, each costlier).
     downsample : int
         Average-pooling factor of the images in the distance (>= 1).
+    batch_size : int, optional
+        Path points per pass through G and D. None: :func:`points_per_pass` of the image size (all of them
+        for small images). With fewer points than T, each gradient takes one pass without autograd over all
+        points (the images and logits, whose energy gradient is exact and cheap), then a pass per batch that
+        recomputes its images with autograd and back-propagates that gradient: the same gradient, with
+        memory for ``batch_size`` images' activations instead of T, for one extra forward pass.
     device : str or torch.device, optional
         Where the latents live; None: CUDA when available, else CPU. G_fn and D_fn must work there.
     progress : callable, optional
@@ -191,6 +208,8 @@ def discriminator_path(G_fn: Callable[[torch.Tensor], torch.Tensor], D_fn: Calla
         the wrong shape, and an energy or gradient that becomes non-finite.
     """
     steps = _check_int(steps, "steps", 3, "a path needs both endpoints and at least one point to move")
+    if batch_size is not None:
+        batch_size = _check_int(batch_size, "batch_size", 1, "or None for an automatic size")
     iterations = _check_int(iterations, "iterations", 0, "use 0 for the initial path")
     downsample = _check_int(downsample, "downsample", 1, "use 1 for full-resolution images")
     strength = _check_number(strength, "strength")
@@ -210,31 +229,78 @@ def discriminator_path(G_fn: Callable[[torch.Tensor], torch.Tensor], D_fn: Calla
     start = interpolate(a, b, torch.linspace(0, 1, steps, dtype=torch.float64), method=init)
     start = start.to(device=device, dtype=torch.float32)
     interior = torch.nn.Parameter(start[1:-1].clone())
+    chunk = steps if batch_size is None else batch_size
+    if batch_size is None:
+        with torch.no_grad():
+            chunk = points_per_pass(G_fn(start[:1]).shape[1:], steps)
 
     def path() -> torch.Tensor:
         return torch.cat([a[None], interior, b[None]])
 
-    def evaluate(latents: torch.Tensor):
+    def forward(latents: torch.Tensor):
+        n = latents.shape[0]
         images = G_fn(latents)
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] != steps:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] != n:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise HubnessError(f"G_fn returned {got} for {steps} latents; expected images ({steps}, C, H, W)")
+            raise HubnessError(f"G_fn returned {got} for {n} latents; expected images ({n}, C, H, W)")
         scores = D_fn(images)
-        if not isinstance(scores, torch.Tensor) or scores.shape not in ((steps,), (steps, 1)):
+        if not isinstance(scores, torch.Tensor) or scores.shape not in ((n,), (n, 1)):
             got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-            raise HubnessError(f"D_fn returned {got} for {steps} images; expected logits ({steps},) or ({steps}, 1)")
-        scores = scores.reshape(steps).float()
-        return path_energy(images.float(), scores, strength, downsample=downsample), scores
+            raise HubnessError(f"D_fn returned {got} for {n} images; expected logits ({n},) or ({n}, 1)")
+        return images, scores.reshape(n)
+
+    def energy_of(images: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return path_energy(images.float(), scores.float(), strength, downsample=downsample)
+
+    def batches():
+        return [(i, min(i + chunk, steps)) for i in range(0, steps, chunk)]
+
+    def evaluate_no_grad(latents: torch.Tensor):
+        with torch.no_grad():
+            parts = [forward(latents[i:j]) for i, j in batches()]
+            images = torch.cat([p[0] for p in parts])
+            scores = torch.cat([p[1] for p in parts]).float()
+            return energy_of(images, scores), images, scores
+
+    last = {}                                               # the latest no-autograd pass, reused by gradient()
 
     def measure(done: int):
-        with torch.no_grad():
-            energy, scores = evaluate(path())
+        latents = path().detach()
+        energy, images, scores = evaluate_no_grad(latents)
+        if chunk < steps:
+            last.update(latents=latents.clone(), energy=energy, images=images, scores=scores)
         value = float(energy)
         if not math.isfinite(value):
             where = "of the initial path" if done == 0 else f"after iteration {done}"
             raise HubnessError(f"the path energy {where} is {value}; lower lr ({lr}) or strength ({strength}), "
                                "or check that G_fn and D_fn give finite outputs for these latents")
         return value, scores
+
+    def gradient() -> torch.Tensor:
+        """The energy of the current path, with its gradient accumulated into ``interior.grad``."""
+        if chunk >= steps:
+            images, scores = forward(path())
+            energy = energy_of(images, scores)
+            energy.backward()
+            return energy.detach()
+        latents = path().detach()
+        if last and torch.equal(last["latents"], latents):  # Adam: the path measured after the last step
+            images, scores = last["images"], last["scores"]
+        else:
+            _, images, scores = evaluate_no_grad(latents)
+        last.clear()
+        images, scores = images.detach(), scores.detach()
+        images.requires_grad_(True)
+        scores.requires_grad_(True)
+        energy = energy_of(images, scores)
+        grad_images, grad_scores = torch.autograd.grad(energy, [images, scores])
+        for i, j in batches():
+            if i == 0 and j == 1 or i == steps - 1:
+                continue                                    # only fixed endpoints: no gradient to pass on
+            part_images, part_scores = forward(path()[i:j])
+            torch.autograd.backward([part_images, part_scores],
+                                    [grad_images[i:j].to(part_images.dtype), grad_scores[i:j].to(part_scores.dtype)])
+        return energy.detach()
 
     if optimizer == "adam":
         opt = torch.optim.Adam([interior], lr=lr)
@@ -243,8 +309,9 @@ def discriminator_path(G_fn: Callable[[torch.Tensor], torch.Tensor], D_fn: Calla
 
     def closure():
         opt.zero_grad(set_to_none=True)
-        energy, _ = evaluate(path())
-        energy.backward()
+        energy = gradient()
+        if interior.grad is None:                           # a batch size that skipped every interior point
+            interior.grad = torch.zeros_like(interior)
         if not (torch.isfinite(energy) and bool(torch.isfinite(interior.grad).all())):
             raise HubnessError(f"the path energy or its gradient became non-finite (energy {float(energy)}); "
                                f"lower lr ({lr}) or strength ({strength})")
