@@ -31,6 +31,19 @@ DISCRIMINATOR_WEIGHTS = DATA_DIR / "digits_discriminator.npz"
 CLASSIFIER_WEIGHTS = DATA_DIR / "digits_classifier.npz"
 #: The ``--network`` name of the embedded generator.
 NETWORK_NAME = "digits"
+#: The embedded networks by ``--network`` name: (generator weights, discriminator weights). ``digits`` has a
+#: 64-d W; ``digits-w512`` is the same training with z and w 512-d, like the paper's StyleGAN2.
+EMBEDDED_NETWORKS = {
+    NETWORK_NAME: (GENERATOR_WEIGHTS, DISCRIMINATOR_WEIGHTS),
+    "digits-w512": (DATA_DIR / "digits_w512_generator.npz", DATA_DIR / "digits_w512_discriminator.npz"),
+}
+
+
+def _weights_path(path, role: int) -> Path:
+    """``path`` as a weights file: None -> the default network's, an embedded name -> its file, else a path."""
+    if path is None:
+        path = NETWORK_NAME
+    return EMBEDDED_NETWORKS[str(path)][role] if str(path) in EMBEDDED_NETWORKS else Path(path)
 
 
 def draggan_runtime() -> Optional[Path]:
@@ -95,7 +108,8 @@ def load_generator(path=None, device=None, *, stylegan3=None) -> torch.nn.Module
     Parameters
     ----------
     path : str or Path, optional
-        Weights file; default the committed ``digits_generator.npz``.
+        Weights file, or the name of an embedded network (:data:`EMBEDDED_NETWORKS`); default the committed
+        ``digits_generator.npz``.
     device : str or torch.device, optional
         None: CUDA when available, else CPU.
     stylegan3 : str or Path, optional
@@ -107,7 +121,7 @@ def load_generator(path=None, device=None, *, stylegan3=None) -> torch.nn.Module
         A stylegan2 ``Generator``: ``G.mapping(z, None)`` -> ws (n, num_ws, w_dim), ``G.synthesis(ws)`` ->
         images (n, 1, 16, 16) in about [-1, 1]; ``G.mapping.w_avg`` is the mean W.
     """
-    path = GENERATOR_WEIGHTS if path is None else Path(path)
+    path = _weights_path(path, 0)
     state, args, meta = read_weights(path)
     G = generator_class(stylegan3)(**args)
     load_state(G, state, path)
@@ -124,7 +138,8 @@ def load_discriminator(path=None, device=None, *, stylegan3=None) -> Discriminat
     Parameters
     ----------
     path : str or Path, optional
-        Weights file; default the committed ``digits_discriminator.npz``.
+        Weights file, or the name of an embedded network (:data:`EMBEDDED_NETWORKS`); default the committed
+        ``digits_discriminator.npz``.
     device : str or torch.device, optional
         None: CUDA when available, else CPU.
     stylegan3 : str or Path, optional
@@ -136,7 +151,7 @@ def load_discriminator(path=None, device=None, *, stylegan3=None) -> Discriminat
     Discriminator
         ``D(img, c)`` -> logits (n, 1) of images (n, 1, 16, 16) in [-1, 1]; higher means more like real digits.
     """
-    path = DISCRIMINATOR_WEIGHTS if path is None else Path(path)
+    path = _weights_path(path, 1)
     state, args, meta = read_weights(path)
     try:
         D = Discriminator(**args)
@@ -162,14 +177,15 @@ def load_classifier(path=None, device=None) -> DigitClassifier:
 
 
 def is_embedded(network) -> bool:
-    """True when ``network`` names the embedded generator: None, '' or :data:`NETWORK_NAME`."""
-    return network is None or str(network) in ("", NETWORK_NAME)
+    """True when ``network`` names an embedded generator: None, '' (the default :data:`NETWORK_NAME`) or a
+    key of :data:`EMBEDDED_NETWORKS`."""
+    return network is None or str(network) == "" or str(network) in EMBEDDED_NETWORKS
 
 
 def load_any_network(network=None, *, stylegan3=None, device=None) -> torch.nn.Module:
-    """The embedded generator when ``network`` is None or 'digits', else ``G_ema`` of a network pickle
-    (path or URL, through :func:`extensions.stylegan.loader.load_network`)."""
+    """The embedded generator when ``network`` is None, '' or an embedded name ('digits', 'digits-w512'),
+    else ``G_ema`` of a network pickle (path or URL, through :func:`extensions.stylegan.loader.load_network`)."""
     if is_embedded(network):
-        return load_generator(device=device, stylegan3=stylegan3)
+        return load_generator(None if network in (None, "") else str(network), device=device, stylegan3=stylegan3)
     from ..stylegan.loader import load_network
     return load_network(str(network), stylegan3=stylegan3, device=device)
