@@ -97,3 +97,46 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 def frechet_distance_features(features1, features2) -> float:
     """Frechet distance between the Gaussian fits of two feature sets, shapes (n1, d) and (n2, d)."""
     return frechet_distance(*mean_cov(features1), *mean_cov(features2))
+
+
+def real_subsets(real, num_real: int) -> tuple:
+    """Two disjoint subsets of real features: rows [0, num_real) and [num_real, 2 num_real).
+
+    Parameters
+    ----------
+    real : array-like, shape (n, d), n >= 2 * num_real
+    num_real : int
+
+    Returns
+    -------
+    tuple of two arrays, shape (num_real, d) each.
+    """
+    if isinstance(num_real, bool) or not isinstance(num_real, (int, np.integer)) or num_real < 2:
+        raise MetricError(f"num_real must be an integer >= 2, got {num_real!r}")
+    n = len(real)
+    if n < 2 * num_real:
+        raise MetricError(f"two disjoint subsets of {num_real} real images need {2 * num_real}, but there are only "
+                          f"{n}; use a larger dataset or a smaller subset size")
+    return real[:num_real], real[num_real:2 * num_real]
+
+
+def frechet_distance_two_subsets(real, mu_gen, sigma_gen, num_real: int) -> dict:
+    """The paper's Table 2 protocol: the generated statistics against two disjoint real subsets, and the two
+    subsets against each other (the real-vs-real baseline that sampling noise alone reaches).
+
+    Parameters
+    ----------
+    real : array-like, shape (n, d)
+        Real features; the subsets are :func:`real_subsets` (rows 0 .. 2 num_real - 1, in order).
+    mu_gen : array-like, shape (d,)
+    sigma_gen : array-like, shape (d, d)
+        Statistics of the generated features (1/n covariance, :func:`mean_cov`).
+    num_real : int
+
+    Returns
+    -------
+    dict with ``subset1``, ``subset2`` (FD of the generated images to each subset) and ``real_vs_real``.
+    """
+    a, b = (mean_cov(part) for part in real_subsets(real, num_real))
+    return dict(subset1=frechet_distance(mu_gen, sigma_gen, *a), subset2=frechet_distance(mu_gen, sigma_gen, *b),
+                real_vs_real=frechet_distance(*a, *b))
