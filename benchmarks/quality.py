@@ -5,8 +5,14 @@ variant; hubness-lq) and each seed, ``--num`` images are generated from the late
 out of pools of ``--pool-size`` seeds, and compared with the 1,797 real digits in the classifier's
 feature space (penultimate layer, 128-d):
 
-* precision and recall (k = 3), density and coverage (k = 5), FID (Frechet distance of Gaussian fits);
+* precision and recall (k = 3), density and coverage (k = 5), FID (Frechet distance of Gaussian fits)
+  against all real digits;
+* FID half 1, FID half 2: the paper's Table 2 protocol (``fid2k2k_hub``) scaled to this data set, FID
+  against each of two disjoint halves of the real digits (a fixed random split, 898 each); the reference
+  row gives the two halves against each other (real vs real);
 * confidence: the classifier's mean largest softmax probability on the generated images;
+* IS classes: the Inception-Score-style class balance exp(E KL(p(y|x) || p(y))) under the classifier, in
+  [1, 10]: high for confident and balanced classes (the paper's Fig. 10 / Table 5);
 * W1 classes: Wasserstein-1 distance between the sampler's histogram of predicted classes and random
   sampling's (same seed), with the classes 0..9 as points on a line (the paper's Fig. 10).
 
@@ -32,9 +38,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from extensions.digits import FeatureDetector, digit_images, load_classifier, load_generator  # noqa: E402
 from extensions.metrics import (SamplerSpec, density_coverage, frechet_distance_features,  # noqa: E402
-                                generator_features, precision_recall)
+                                generator_features, mean_cov, precision_recall)
+from extensions.metrics.class_balance import class_balance_score  # noqa: E402
+from extensions.metrics.frechet import frechet_distance_two_subsets  # noqa: E402
 
-COLUMNS = ("precision", "recall", "density", "coverage", "FID", "confidence", "W1 classes")
+COLUMNS = ("precision", "recall", "density", "coverage", "FID", "FID half 1", "FID half 2", "confidence",
+           "IS classes", "W1 classes")
 SEED_STRIDE = 1_000_000
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "quality.md")
 
@@ -81,8 +90,17 @@ def real_features(detector: FeatureDetector) -> torch.Tensor:
         return detector(uint8)
 
 
+def real_halves(real: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """The real features in a fixed random order and the size of each half: rows [0, h) and [h, 2h) are the
+    two disjoint subsets of the Table 2 protocol (the data set's own order groups its writers)."""
+    order = torch.from_numpy(np.random.RandomState(seed).permutation(len(real)))
+    return real[order], len(real) // 2
+
+
 def evaluate(G, detector: FeatureDetector, real: torch.Tensor, spec: SamplerSpec, num: int) -> dict:
-    """Metrics of ``num`` images of ``spec``'s sampler; also the predicted labels (for W1) and hub values."""
+    """Metrics of ``num`` images of ``spec``'s sampler; also the predicted labels (for W1) and hub values.
+
+    ``real`` (n, d) are the real features in the order of :func:`real_halves`."""
     start = time.perf_counter()
     out = generator_features(G, detector, num, spec=spec, batch_size=256, batch_gen=256, device="cpu")
     fake = out.features
@@ -90,16 +108,20 @@ def evaluate(G, detector: FeatureDetector, real: torch.Tensor, spec: SamplerSpec
         probs = detector.probabilities(fake)
     pr = precision_recall(real, fake, k=3, device="cpu")
     dc = density_coverage(real, fake, k=5, device="cpu")
+    halves = frechet_distance_two_subsets(real, *mean_cov(fake), len(real) // 2)
     sel = out.selection
     return dict(precision=pr.precision, recall=pr.recall, density=dc.density, coverage=dc.coverage,
-                FID=frechet_distance_features(real, fake), confidence=float(probs.max(dim=1).values.mean()),
+                FID=frechet_distance_features(real, fake), **{"FID half 1": halves["subset1"],
+                                                              "FID half 2": halves["subset2"]},
+                confidence=float(probs.max(dim=1).values.mean()), **{"IS classes": class_balance_score(probs.numpy())},
                 labels=probs.argmax(dim=1).numpy(), pools=len(sel.records),
                 m_range=None if sel.m is None else [int(sel.m.min()), int(sel.m.max())],
                 seconds=time.perf_counter() - start)
 
 
-def format_table(labels, results, seeds, real_confidence: float) -> str:
-    """Markdown table of mean +- std over seeds."""
+def format_table(labels, results, seeds, reference: dict) -> str:
+    """Markdown table of mean +- std over seeds, and a reference row of the real digits (``reference``: column
+    -> value; the other columns show a dash)."""
     head = "| sampler | " + " | ".join(COLUMNS) + " |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for label in labels:
@@ -107,10 +129,11 @@ def format_table(labels, results, seeds, real_confidence: float) -> str:
         for col in COLUMNS:
             values = np.array([results[label][s][col] for s in seeds], dtype=np.float64)
             std = values.std(ddof=1) if len(values) > 1 else 0.0
-            digits = 2 if col == "FID" else 3
+            digits = 2 if col.startswith("FID") else 3
             cells.append(f"{values.mean():.{digits}f} ± {std:.{digits}f}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append(f"| real digits (reference) | – | – | – | – | – | {real_confidence:.3f} | – |")
+    ref = [f"{reference[col]:.{2 if col.startswith('FID') else 3}f}" if col in reference else "–" for col in COLUMNS]
+    lines.append("| real digits (reference) | " + " | ".join(ref) + " |")
     return "\n".join(lines)
 
 
@@ -124,7 +147,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--top", default="1000", help="top-N-per-pool variants of the hubness sampler")
     ap.add_argument("--psi", default="0.9,0.7,0.5", help="truncation factors")
     ap.add_argument("--t-lq", type=float, default=1)
-    ap.add_argument("--generator", default=None, help="generator weights (.npz); default the embedded one")
+    ap.add_argument("--generator", default=None,
+                    help="generator weights (.npz) or an embedded network's name (digits, digits-w512); default digits")
     ap.add_argument("--classifier", default=None, help="classifier weights (.npz); default the embedded one")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default=DEFAULT_OUT,
@@ -138,9 +162,13 @@ def main(argv=None) -> dict:
         ap.error(f"--seeds {args.seeds!r} holds no seed")
     G = load_generator(args.generator, device="cpu")
     detector = FeatureDetector(load_classifier(args.classifier, device="cpu")).eval()
-    real = real_features(detector)
+    real, half = real_halves(real_features(detector))
     with torch.no_grad():
-        real_conf = float(detector.probabilities(real).max(dim=1).values.mean())
+        real_probs = detector.probabilities(real)
+    real_conf = float(real_probs.max(dim=1).values.mean())
+    real_vs_real = frechet_distance_features(real[:half], real[half:2 * half])
+    reference = {"FID half 1": real_vs_real, "FID half 2": real_vs_real, "confidence": real_conf,
+                 "IS classes": class_balance_score(real_probs.numpy())}
     specs = sampler_specs(parse_list(args.t), parse_list(args.top, int), parse_list(args.psi), args.t_lq, args.k,
                           args.pool_size)
     print(f"{len(specs)} samplers x {len(seeds)} seeds, {args.num} images each; pools of {args.pool_size}, "
@@ -160,11 +188,11 @@ def main(argv=None) -> dict:
                   f"  pools {r['pools']}  m {r['m_range']}  {r['seconds']:.1f} s", flush=True)
 
     labels = [label for label, _ in specs]
-    table = format_table(labels, results, seeds, real_conf)
+    table = format_table(labels, results, seeds, reference)
     print()
     print(table)
     raw = dict(seeds=seeds, num=args.num, pool_size=args.pool_size, k=args.k, columns=list(COLUMNS),
-               real_confidence=real_conf, torch=torch.__version__, threads=torch.get_num_threads(),
+               real_confidence=real_conf, reference=reference, real_halves=half, torch=torch.__version__, threads=torch.get_num_threads(),
                machine=platform.processor() or platform.machine(),
                results={label: {str(s): {key: (value.tolist() if isinstance(value, np.ndarray) else value)
                                          for key, value in results[label][s].items() if key != "labels"}
