@@ -8,6 +8,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import distributed as _distributed
 from ._checks import HubnessError, as_latents, check_k, resolve_device
 from .knn import KnnResult, knn
 
@@ -20,9 +21,9 @@ class HubnessResult:
     ----------
     m : np.ndarray, shape (n,), int64
         m[i] = number of k-NN lists that contain latent i. ``m.sum() == n * k``.
-    neighbors : np.ndarray, shape (n, k), int64
+    neighbors : np.ndarray, shape (n, k), int64, or None
         Each latent's neighbours, nearest first (ties: lower index). Under ``include_self`` the first
-        column is the latent itself.
+        column is the latent itself. None when ``compute_hubness(neighbors=False)``.
     k : int
     include_self : bool
     backend : str
@@ -34,7 +35,7 @@ class HubnessResult:
     """
 
     m: np.ndarray
-    neighbors: np.ndarray
+    neighbors: Optional[np.ndarray]
     k: int
     include_self: bool
     backend: str
@@ -43,7 +44,7 @@ class HubnessResult:
 
 
 def compute_hubness(latents, k: int = 5, *, include_self: bool = False, backend: str = "exact", device=None,
-                    **knn_kwargs) -> HubnessResult:
+                    distributed: Optional[bool] = None, neighbors: bool = True, **knn_kwargs) -> HubnessResult:
     """Hub value of every latent of a pool.
 
     Parameters
@@ -61,6 +62,14 @@ def compute_hubness(latents, k: int = 5, *, include_self: bool = False, backend:
         See :func:`extensions.knn.knn`.
     device : str or torch.device, optional
         None: CUDA when available, else CPU.
+    distributed : bool, optional
+        Share the work between the processes of the ``torch.distributed`` group (see
+        :mod:`extensions.distributed`): each rank searches the rows of its share and the counts are summed,
+        equal bit for bit to one process's. Every rank must then call this with the same pool and options.
+        None (default): when a group of more than one process is initialised. False: this process alone.
+    neighbors : bool
+        Keep the (n, k) neighbour lists; False skips gathering them across processes (``neighbors`` is
+        then None).
     **knn_kwargs
         Passed to the k-NN backend (``memory_budget_mb``, ``precision``, ``recall_threshold``, ...).
 
@@ -73,6 +82,11 @@ def compute_hubness(latents, k: int = 5, *, include_self: bool = False, backend:
     n = x.shape[0]
     k = check_k(k, n)
     k_others = k - 1 if include_self else k
+    if _distributed.use_processes(distributed):
+        shared = _distributed.shared_neighbors(x, k, include_self=include_self, backend=backend, neighbors=neighbors,
+                                               device=device, **knn_kwargs)
+        return HubnessResult(shared.counts, shared.neighbors, k, include_self, shared.backend, shared.recall,
+                             shared.info)
     if k_others == 0:
         nbrs = torch.empty(n, 0, dtype=torch.int64)
         result = KnnResult(nbrs, torch.empty(n, 0), "exact")
@@ -83,7 +97,8 @@ def compute_hubness(latents, k: int = 5, *, include_self: bool = False, backend:
         nbrs = torch.cat([torch.arange(n)[:, None], nbrs], 1)
     nbrs = nbrs.numpy()
     m = np.bincount(nbrs.ravel(), minlength=n).astype(np.int64)
-    return HubnessResult(m, nbrs, k, include_self, result.backend, result.recall, dict(result.info))
+    return HubnessResult(m, nbrs if neighbors else None, k, include_self, result.backend, result.recall,
+                         dict(result.info))
 
 
 def hub_values(latents, k: int = 5, *, include_self: bool = False, return_neighbors: bool = False, **kwargs):
@@ -91,7 +106,7 @@ def hub_values(latents, k: int = 5, *, include_self: bool = False, return_neighb
 
     Thin wrapper of :func:`compute_hubness`, which also reports the backend and measured recall.
     """
-    res = compute_hubness(latents, k, include_self=include_self, **kwargs)
+    res = compute_hubness(latents, k, include_self=include_self, neighbors=return_neighbors, **kwargs)
     return (res.m, res.neighbors) if return_neighbors else res.m
 
 

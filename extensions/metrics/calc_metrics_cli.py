@@ -17,12 +17,12 @@ import functools
 import importlib
 import logging
 import os
-import tempfile
 from typing import Optional
 
 import click
 import torch
 
+from .. import distributed
 from .._checks import HubnessError, ThresholdUnreachableError
 from ..stylegan.generate import KNN_BACKENDS, SAMPLER_NAMES
 from . import stylegan_hooks
@@ -200,26 +200,9 @@ def spawn(fn, args=(), nprocs: int = 1) -> None:
 
     A worker that raises :class:`click.ClickException` leaves its message behind; the parent raises it
     again (the lowest rank's) instead of the worker's traceback. Other failures propagate unchanged.
+    ``fn`` (calc_metrics.py's ``subprocess_fn``) initialises the process group itself.
     """
-    with tempfile.TemporaryDirectory(prefix="calc-metrics-") as folder:
-        try:
-            torch.multiprocessing.spawn(fn=_spawned, args=(fn, folder, tuple(args)), nprocs=nprocs)
-        except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException):
-            messages = sorted(name for name in os.listdir(folder) if name.startswith("error-"))
-            if not messages:
-                raise
-            with open(os.path.join(folder, messages[0]), encoding="utf-8") as f:
-                message = f.read()
-            raise click.ClickException(message) from None
-
-
-def _spawned(rank: int, fn, folder: str, args: tuple) -> None:
-    try:
-        fn(rank, *args)
-    except click.ClickException as exc:
-        with open(os.path.join(folder, f"error-{rank:05d}.txt"), "w", encoding="utf-8") as f:
-            f.write(exc.format_message())
-        raise
+    distributed.spawn(fn, args, nprocs, init_group=False)
 
 
 def worker_device(rank: int) -> torch.device:
@@ -230,5 +213,10 @@ def worker_device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+def process_group_backend() -> str:
+    """torch.distributed backend of the ``--gpus > 1`` workers: nccl on CUDA, gloo on the CPU."""
+    return distributed.backend_for("cuda" if torch.cuda.is_available() else "cpu")
+
+
 __all__ = ["calc_metrics_options", "build_config", "configure", "install", "error_line", "spawn", "worker_device",
-           "OPTION_NAMES"]
+           "process_group_backend", "OPTION_NAMES"]

@@ -19,13 +19,14 @@ import click
 import numpy as np
 
 from .._checks import HubnessError, ThresholdUnreachableError
+from ..distributed import is_active, rank_device, spawn
 from ..pools import MAX_SEED
 from .checkout import imported_checkout
-from .generate import KNN_BACKENDS, SAMPLER_NAMES, generate_images, parse_grid
+from .generate import KNN_BACKENDS, SAMPLER_NAMES, follow_sampling, generate_images, parse_grid
 
 #: Parameter names of the options :func:`add_hubness_options` adds.
 HUB_PARAMS = ("sampler", "num", "k", "t", "t_lq", "pool_size", "space", "knn_backend", "include_self", "device",
-              "batch_size", "max_pools", "grid", "clean")
+              "batch_size", "max_pools", "grid", "clean", "gpus")
 #: Seeds one command line may name; far more than any pool fits in memory (see extensions.pools).
 MAX_SEEDS = 10_000_000
 
@@ -131,6 +132,9 @@ _OPTIONS = [
     click.option("--clean", is_flag=True, default=False,
                  help="Remove images of earlier runs in --outdir that this run does not produce or vouch for "
                       "[default: stop and name them]"),
+    click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True, metavar="INT",
+                 help="Processes sharing the hub-value work, one per GPU (rank r on cuda:r; with --device cpu or "
+                      "without CUDA, all on the CPU); rank 0 renders and writes"),
 ]
 
 
@@ -153,21 +157,46 @@ def hubness_options(*names):
 
 def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx: Optional[int] = None,
         noise_mode: str = "const", translate: Tuple[float, float] = (0, 0), rotate: float = 0, outdir: str = "out",
-        stylegan3: Optional[str] = None, **hub):
+        stylegan3: Optional[str] = None, gpus: int = 1, **hub):
     """Run :func:`~extensions.stylegan.generate.generate_images` from parsed options, with progress bars.
 
     Bad input and unreachable thresholds become :class:`click.ClickException` (one line, exit status 1);
-    an interrupt (Ctrl-C or SIGTERM) exits with 130 / 143, leaving only complete files.
+    an interrupt (Ctrl-C or SIGTERM) exits with 130 / 143, leaving only complete files. ``gpus > 1`` runs
+    ``gpus`` processes (:func:`extensions.distributed.spawn`) that share the hub values of every pool;
+    rank 0 renders and writes.
     """
+    options = dict(network_pkl=network_pkl, seeds=seeds, truncation_psi=truncation_psi, class_idx=class_idx,
+                   noise_mode=noise_mode, translate=translate, rotate=rotate, outdir=outdir, stylegan3=stylegan3,
+                   **hub)
+    if gpus == 1:
+        return run_rank(0, options)
+    with one_line_errors():
+        rank_device(gpus - 1, hub.get("device"))  # enough GPUs, before any process starts
+        spawn(run_rank, args=(options,), nprocs=gpus, device=hub.get("device"))
+
+
+def run_rank(rank: int, options: dict):
+    """Rank ``rank``'s part of :func:`run`: rank 0 generates the images; the others draw the same pools and
+    share the hub-value work (:func:`~extensions.stylegan.generate.follow_sampling`), writing nothing."""
+    options = dict(options)
+    hub_sampler = options.get("sampler") == "hubness"
     with one_line_errors():
         try:
-            return generate_images(network_pkl, seeds, outdir, truncation_psi=truncation_psi, class_idx=class_idx,
-                                   noise_mode=noise_mode, translate=translate, rotate=rotate, stylegan3=stylegan3,
-                                   progress=True, echo=click.echo, **hub)
+            if rank == 0:
+                if is_active():  # a run of several processes: rank 0 on its own device
+                    options["device"] = rank_device(0, options.get("device"))
+                network = options.pop("network_pkl")
+                seeds = options.pop("seeds")
+                outdir = options.pop("outdir")
+                return generate_images(network, seeds, outdir, progress=True, echo=click.echo, **options)
+            options["device"] = rank_device(rank, options.get("device"))
+            for name in ("outdir", "translate", "rotate", "grid", "clean"):
+                options.pop(name, None)
+            return follow_sampling(options.pop("network_pkl"), options.pop("seeds"), **options)
         except ThresholdUnreachableError as exc:
-            if hub.get("sampler") != "hubness":
+            if not hub_sampler:
                 raise
-            raise ThresholdUnreachableError(f"{exc} (--t 0 --num {hub.get('num') or 64})") from exc
+            raise ThresholdUnreachableError(f"{exc} (--t 0 --num {options.get('num') or 64})") from exc
 
 
 @contextlib.contextmanager
