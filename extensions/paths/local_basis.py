@@ -70,10 +70,16 @@ class LocalBasis:
         Orthonormal columns: the right singular vectors of the Jacobian, ordered by singular value.
     singular_values : torch.Tensor, shape (r,), float32
         The singular values, descending (>= 0).
+    method : str
+        ``gram`` or ``krylov``: the method that computed it.
+    products : int
+        Jacobian products ``J^T J q`` it took (the cost: one jvp and one vjp each).
     """
 
     basis: torch.Tensor
     singular_values: torch.Tensor
+    method: str = ""
+    products: int = 0
 
 
 # ------------------------------------------------------------------------------------------- J^T J products
@@ -293,7 +299,7 @@ def local_basis(fn: Callable[[torch.Tensor], torch.Tensor], w, rank: Optional[in
               gram.products, gram.chunk)
     basis = _fix_signs(vecs).to(torch.float32)
     singular = vals.clamp(min=0).sqrt().to(torch.float32)
-    return LocalBasis(basis=basis, singular_values=singular)
+    return LocalBasis(basis=basis, singular_values=singular, method=method, products=gram.products)
 
 
 # ------------------------------------------------------------------------------------------------ traversals
