@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 
 from ._checks import HubnessError, resolve_device
-from .knn import KnnResult, exact_knn, knn
+from .knn import exact_knn, knn
 
 log = logging.getLogger(__name__)
 
