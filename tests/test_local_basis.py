@@ -161,7 +161,8 @@ def test_auto_picks_krylov_for_a_small_rank_and_it_stops_early():
     fn = mlp(d, out_shape=(100,), decay=0.6, seed=8)
     w = torch.randn(d, generator=torch.Generator().manual_seed(9))
     exact = local_basis(fn, w, method="gram", device="cpu")
-    auto = local_basis(fn, w, 2, device="cpu")
+    assert local_basis(fn, w, 2, device="cpu").method == "gram"          # all 48 directions fit one chunk
+    auto = local_basis(fn, w, 2, device="cpu", memory_budget_mb=1e-3)   # 2 directions per chunk
     assert auto.method == "krylov" and auto.products < d and exact.products == d
     np.testing.assert_allclose(auto.singular_values, exact.singular_values[:2], rtol=1e-5)
     np.testing.assert_allclose(auto.basis, exact.basis[:, :2], atol=1e-4)

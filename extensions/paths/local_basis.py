@@ -21,8 +21,9 @@ Two methods (:func:`local_basis`, ``method=``):
   below ``tol * theta_1``. Converges much faster than power iteration when the spectrum decays, as
   local bases of GANs do. Once the span reaches all d dimensions the Rayleigh-Ritz step is exact, so the
   method never costs more than about one ``gram`` and never returns an unconverged basis.
-* ``auto`` (default): ``krylov`` when a rank is given and four blocks still hold fewer than d directions,
-  else ``gram``.
+* ``auto`` (default): ``krylov`` when a rank is given, four blocks still hold fewer than d directions and
+  the d directions do not fit one chunk (then ``gram`` is a single batched call, faster than the sequence
+  of Krylov blocks); else ``gram``.
 
 Eigenvector signs are fixed so that each basis vector's largest-magnitude coordinate is positive (the
 singular vectors of an SVD are only defined up to sign), so results are deterministic.
@@ -288,9 +289,10 @@ def local_basis(fn: Callable[[torch.Tensor], torch.Tensor], w, rank: Optional[in
     oversample = _check_int(oversample, "oversample", 0, "0: blocks of exactly rank directions")
     if max_products is not None:
         max_products = _check_int(max_products, "max_products", 1, "None: up to d, which always suffices")
-    if method == "auto":
-        method = "krylov" if rank is not None and 4 * min(d, r + oversample) < d else "gram"
     gram = _Gram(fn, w, memory_budget_mb, engine)
+    if method == "auto":
+        # One chunk of d directions is one batched call: then gram is as fast as any sequence of Krylov blocks.
+        method = "krylov" if rank is not None and 4 * min(d, r + oversample) < d and gram.chunk < d else "gram"
     if method == "gram":
         vals, vecs = _gram_method(gram, d, r)
     else:
