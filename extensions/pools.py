@@ -71,11 +71,15 @@ class SeedPools:
         None: CUDA when available, else CPU.
     progress : callable, optional
         ``progress(done, total)`` after each transform batch.
+    sample_z : callable, optional
+        ``sample_z(seeds) -> (n, z_dim)`` array: the z of each seed for generators that draw their latents
+        otherwise (BigGAN's truncated normal). Default: :func:`seed_latents`.
     """
 
     def __init__(self, z_dim: int, pool_size: Optional[int] = None, *, seeds: Optional[Sequence[int]] = None,
                  start: int = 0, transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 batch_size: int = 1024, device=None, progress: Optional[Callable[[int, int], None]] = None):
+                 batch_size: int = 1024, device=None, progress: Optional[Callable[[int, int], None]] = None,
+                 sample_z: Optional[Callable[[np.ndarray], np.ndarray]] = None):
         self.z_dim = check_count(z_dim, "z_dim")
         if seeds is not None:
             seeds = np.asarray(list(seeds), dtype=np.int64)
@@ -97,6 +101,7 @@ class SeedPools:
         self.batch_size = check_count(batch_size, "batch_size")
         self.device = resolve_device(device)
         self.progress = progress
+        self.sample_z = sample_z
 
     def seeds_for(self, index: int) -> np.ndarray:
         """Seeds of pool ``index``."""
@@ -113,7 +118,8 @@ class SeedPools:
     def draw(self, index: int) -> Pool:
         """Pool ``index``: its seeds, z and latents."""
         seeds = self.seeds_for(index)
-        z = torch.from_numpy(seed_latents(seeds, self.z_dim)).to(self.device, torch.float32)
+        z = seed_latents(seeds, self.z_dim) if self.sample_z is None else np.asarray(self.sample_z(seeds))
+        z = torch.from_numpy(z).to(self.device, torch.float32)
         if self.transform is None:
             latents = z
         else:

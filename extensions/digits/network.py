@@ -184,8 +184,9 @@ def is_embedded(network) -> bool:
 
 def load_any_network(network=None, *, stylegan3=None, device=None) -> torch.nn.Module:
     """The embedded generator when ``network`` is None, '' or an embedded name ('digits', 'digits-w512'),
-    else ``G_ema`` of a network pickle (path or URL, through :func:`extensions.stylegan.loader.load_network`)."""
+    else the generator of any other network source (:func:`extensions.generators.load_generator`: network
+    pickles, BigGAN, ``module:callable``)."""
     if is_embedded(network):
         return load_generator(None if network in (None, "") else str(network), device=device, stylegan3=stylegan3)
-    from ..stylegan.loader import load_network
-    return load_network(str(network), stylegan3=stylegan3, device=device)
+    from ..generators import load_generator as load_from_source  # the registry imports this module
+    return load_from_source(str(network), stylegan3=stylegan3, device=device)

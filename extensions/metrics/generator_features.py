@@ -9,7 +9,9 @@ stylegan3's ``FeatureStats`` can be (``append_torch``, ``is_full``) or are retur
 
 StyleGAN generators sample in W (the first row of the mapping output, truncation_psi = 1) and
 synthesise from the chosen W with stylegan3's metric default ``noise_mode='random'``, its noise drawn
-from a torch generator seeded by the same seed, so a run is repeatable. Other generators sample in Z.
+from a torch generator seeded by the same seed, so a run is repeatable. Other generators sample in Z;
+BigGAN draws each seed's z as its package does and renders with the spec's psi (see
+:mod:`extensions.generators.biggan`).
 """
 
 from __future__ import annotations
@@ -175,6 +177,24 @@ def dataset_labels(dataset) -> Callable[[np.ndarray], np.ndarray]:
     return labels
 
 
+def class_labels(c_dim: int, class_idx: Optional[int] = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Label source of one-hot labels (n, c_dim): every image of class ``class_idx``, or (None) a fixed
+    pseudo-random class per seed (:func:`seed_label_indices`), e.g. for BigGAN's 1000 ImageNet classes."""
+    c_dim = check_count(c_dim, "c_dim")
+    if class_idx is not None and (isinstance(class_idx, bool) or not isinstance(class_idx, (int, np.integer))
+                                  or not 0 <= class_idx < c_dim):
+        raise MetricError(f"class {class_idx!r} is out of range: the generator has {c_dim} classes, 0..{c_dim - 1}")
+
+    def labels(seeds: np.ndarray) -> np.ndarray:
+        seeds = np.asarray(seeds)
+        index = np.full(len(seeds), int(class_idx)) if class_idx is not None else seed_label_indices(seeds, c_dim)
+        out = np.zeros((len(seeds), c_dim), dtype=np.float32)
+        out[np.arange(len(seeds)), index] = 1
+        return out
+
+    return labels
+
+
 class _LabelledPools:
     """Pools of a conditional StyleGAN generator: each latent mapped to W with its own seed's label."""
 
@@ -246,6 +266,7 @@ def select_latents(adapter: GeneratorAdapter, spec: SamplerSpec, num: int, *,
     extensions.samplers.Selection
     """
     space = adapter.check_space(spec.space)
+    adapter.check_truncation(spec.psi)
     if adapter.c_dim > 0 and labels is None:
         raise MetricError(f"the generator is conditional ({adapter.c_dim} classes) but no label source was given; "
                           f"pass labels=dataset_labels(dataset)")
@@ -253,7 +274,7 @@ def select_latents(adapter: GeneratorAdapter, spec: SamplerSpec, num: int, *,
     pool_size = min(spec.pool_size, num) if not spec.is_hub else spec.pool_size
     conditional_w = adapter.c_dim > 0 and space == "w"
     base = SeedPools(adapter.z_dim, pool_size, start=spec.seed, device=adapter.device, batch_size=batch_size,
-                     transform=None if conditional_w else adapter.transform(space))
+                     transform=None if conditional_w else adapter.transform(space), sample_z=adapter.sample_z)
     pools = _LabelledPools(base, adapter, labels, batch_size) if conditional_w else base
     params = dict(spec.sampler_params(), max_pools=spec.pools_for(num))
     if spec.psi != 1:
@@ -265,16 +286,18 @@ def select_latents(adapter: GeneratorAdapter, spec: SamplerSpec, num: int, *,
 
 
 def _images(adapter: GeneratorAdapter, G: torch.nn.Module, latents: torch.Tensor, z_seeds: np.ndarray,
-            space: str, labels: Optional[Callable], noise_mode: str, G_kwargs: dict) -> torch.Tensor:
-    """uint8 images (n, 3 or C, H, W) of chosen latents, converted as stylegan3's metrics convert them."""
+            space: str, labels: Optional[Callable], noise_mode: str, G_kwargs: dict, psi: float = 1) -> torch.Tensor:
+    """uint8 images (n, 3 or C, H, W) of chosen latents, converted as stylegan3's metrics convert them (BigGAN:
+    as its package converts them). Z latents of other generators are rendered with truncation ``psi``
+    (BigGAN's latents already carry it; the model takes it too)."""
     if space == "w":
         img = G.synthesis(adapter.broadcast(latents), noise_mode=noise_mode, **G_kwargs)
     else:
         c = adapter.labels(None, len(latents)) if adapter.c_dim == 0 else \
             torch.as_tensor(labels(z_seeds), dtype=torch.float32, device=adapter.device)
         img = G(latents, c, noise_mode=noise_mode, **G_kwargs) if isinstance(adapter, StyleGANAdapter) \
-            else adapter.generate(latents, c)
-    img = (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+            else adapter.generate(latents, c, truncation_psi=psi)
+    img = adapter.quantize(img)
     return img.repeat([1, 3, 1, 1]) if img.shape[1] == 1 else img
 
 
@@ -359,7 +382,7 @@ def generator_features(G: torch.nn.Module, detector: torch.nn.Module, num: int, 
             # the sink drops them.
             idx = idx % num if num_gpus > 1 else idx[idx < num]
             images = [_images(adapter, G, latents[torch.as_tensor(part, device=device)], selection.seeds[part],
-                              space, labels, spec.noise_mode, G_kwargs)
+                              space, labels, spec.noise_mode, G_kwargs, spec.psi)
                       for part in np.array_split(idx, max(1, math.ceil(len(idx) / batch_gen)))]
             features = detector(torch.cat(images), **detector_kwargs)
             if not isinstance(features, torch.Tensor) or features.ndim != 2 or features.shape[0] != len(idx):

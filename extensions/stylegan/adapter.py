@@ -12,12 +12,14 @@ noise_mode)`` (mapping, then synthesis), so one seed renders the same image with
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .._checks import HubnessError
+from ..pools import seed_latents
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -93,6 +95,27 @@ class GeneratorAdapter:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise HubnessError(f"z must have shape (n, {self.z_dim}), got {tuple(z.shape)}")
         return z.to(self.device, torch.float32)
+
+    def check_truncation(self, psi) -> float:
+        """``psi`` if this generator can render with that truncation (checked before any work starts)."""
+        return float(psi)
+
+    def seed_latents(self, seeds: Sequence[int], truncation_psi: float = 1) -> np.ndarray:
+        """Z latents of ``seeds`` as rendered with ``truncation_psi``, shape (n, z_dim), float64.
+
+        ``RandomState(seed).randn(1, z_dim)`` as ``gen_images.py`` draws them; truncation acts later
+        (in W for StyleGAN), so ``truncation_psi`` plays no part here.
+        """
+        return seed_latents(seeds, self.z_dim)
+
+    @property
+    def sample_z(self) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+        """``SeedPools(sample_z=...)``: how a pool draws z from seeds; None for ``gen_images.py``'s draw."""
+        return None
+
+    def quantize(self, img: torch.Tensor) -> torch.Tensor:
+        """Images (n, C, H, W) to uint8 as ``gen_images.py``: ``x * 127.5 + 128``, clamped, truncated."""
+        return (img * 127.5 + 128).clamp(0, 255).to(torch.uint8)
 
     def transform(self, space: Optional[str] = None, labels: Optional[torch.Tensor] = None
                   ) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
@@ -187,7 +210,8 @@ class StyleGANAdapter(GeneratorAdapter):
 
 
 class GenericAdapter(GeneratorAdapter):
-    """Any ``torch.nn.Module`` with ``z_dim`` whose forward takes ``(z, c)``: sampled in Z."""
+    """Any ``torch.nn.Module`` with ``z_dim`` whose forward takes ``(z, c)``, or ``(z)`` when ``c_dim`` is 0:
+    sampled in Z."""
 
     kind = "generic"
     spaces = ("z",)
@@ -198,7 +222,7 @@ class GenericAdapter(GeneratorAdapter):
         z = self.as_z(z)
         if labels is None:
             labels = self.labels(None, len(z))
-        img = self.G(z, labels)
+        img = self.G(z, labels) if self.c_dim > 0 or _takes_two(self.G) else self.G(z)
         if not isinstance(img, torch.Tensor) or img.ndim != 4 or img.shape[0] != len(z):
             shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
             raise HubnessError(f"the generator returned {shape} for {len(z)} latents; expected images of shape "
@@ -229,8 +253,23 @@ def is_stylegan(G) -> bool:
         hasattr(G.mapping, "w_avg")
 
 
+def _takes_two(G: torch.nn.Module) -> bool:
+    """True when ``G.forward`` accepts two positional arguments (z, c)."""
+    try:
+        inspect.signature(G.forward).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (a C function): assume stylegan's G(z, c)
+        return True
+    return True
+
+
 def make_adapter(G: torch.nn.Module) -> GeneratorAdapter:
-    """:class:`StyleGANAdapter` for StyleGAN generators, else :class:`GenericAdapter`."""
+    """The adapter a generator class names (``adapter_class``, e.g. BigGAN's), else :class:`StyleGANAdapter`
+    for StyleGAN generators, else :class:`GenericAdapter`."""
     if not isinstance(G, torch.nn.Module) or not isinstance(getattr(G, "z_dim", None), (int, np.integer)):
         raise HubnessError(f"expected a generator (torch.nn.Module with z_dim), got {type(G).__name__}")
+    own = getattr(type(G), "adapter_class", None)
+    if isinstance(own, type) and issubclass(own, GeneratorAdapter):
+        return own(G)
     return StyleGANAdapter(G) if is_stylegan(G) else GenericAdapter(G)

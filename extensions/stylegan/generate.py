@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +34,12 @@ import torch
 
 from .. import __version__
 from .._checks import HubnessError, NonFiniteError, check_count, check_threshold, resolve_device
-from ..outdir import OutputDir, file_sha256
-from ..pools import MAX_SEED, SeedPools, check_pool_memory, seed_latents
-from ..render import image_grid, load_png, save_png, seed_filename, to_uint8, write_csv, write_npz
+from ..outdir import OutputDir
+from ..pools import MAX_SEED, SeedPools, check_pool_memory
+from ..render import image_grid, load_png, save_png, seed_filename, write_csv, write_npz
 from ..samplers import Selection, make_sampler
 from .adapter import NOISE_MODES, GeneratorAdapter, StyleGANAdapter, make_adapter
-from .loader import _local_path, is_url, load_network
+from .loader import load_network
 
 log = logging.getLogger(__name__)
 
@@ -181,12 +180,10 @@ def parse_grid(value) -> Optional[tuple]:
 
 def network_identity(network: str) -> dict:
     """What identifies a network's images in the manifest: the embedded name, the URL, or the local file
-    with the SHA-256 of its content (a snapshot overwritten in place renders other images)."""
-    from ..digits.network import NETWORK_NAME
-    if network == NETWORK_NAME or is_url(network):
-        return dict(network=network)
-    path = os.path.abspath(_local_path(network))
-    return dict(network=path, network_sha256=file_sha256(path) if os.path.isfile(path) else None)
+    with the SHA-256 of its content (a snapshot overwritten in place renders other images); see
+    :meth:`extensions.generators.NetworkSource.identity` for the other sources."""
+    from ..generators import network_identity as identity  # the registry imports this package
+    return identity(network)
 
 
 def _pool_rows(selection: Selection):
@@ -264,9 +261,11 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
     Parameters
     ----------
     network : str
-        Network pickle: path or URL; ``'digits'``: the embedded digits generator.
+        Network pickle: path or URL; ``'digits'``: the embedded digits generator; any value a network
+        source takes (:mod:`extensions.generators`: BigGAN, ``module:callable``).
     seeds : sequence of int
-        Pool 0, each latent ``RandomState(seed).randn(1, z_dim)`` as in ``gen_images.py``.
+        Pool 0, each latent ``RandomState(seed).randn(1, z_dim)`` as in ``gen_images.py`` (BigGAN:
+        ``truncated_noise_sample(truncation=psi, seed=seed)``, hub values from the draws at psi = 1).
     outdir : str or Path
         Locked for the run; see :class:`extensions.outdir.OutputDir`.
     sampler : {'random', 'truncation', 'hubness', 'hubness-lq'}
@@ -331,6 +330,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
         G = load_network(network, stylegan3=stylegan3, device=device)
         adapter = make_adapter(G)
         space = adapter.check_space(space)
+        adapter.check_truncation(truncation_psi)
         if class_idx is not None and adapter.c_dim == 0:
             say("warn: --class=lbl ignored when running on an unconditional network")
             class_idx = None
@@ -356,7 +356,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
         selection, further = sample_seeds(adapter, network, seeds, sampler, num, space, labels, truncation_psi,
                                      pool_size, batch_size, max_pools, k, t, t_lq, include_self, knn_backend,
                                      progress, say)
-        z = seed_latents(selection.seeds, adapter.z_dim)
+        z = adapter.seed_latents(selection.seeds, truncation_psi)
         w = _rendered_w(adapter, network, z, labels, truncation_psi, selection.seeds)
 
         names = [seed_filename(s) for s in selection.seeds]
@@ -374,7 +374,8 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
                 f"changed")
         staged = out.prepare_staging(settings, wanted)
         written = _render_images(adapter, network, selection.seeds, z, w, labels, noise_mode, out,
-                                 [n for n in names if status[n] != "ok" and n not in staged], progress)
+                                 [n for n in names if status[n] != "ok" and n not in staged], progress,
+                                 truncation_psi)
         meta = dict(render=settings, sampler=selection.sampler, space=space, generator=adapter.kind,
                     z_dim=adapter.z_dim, w_dim=adapter.w_dim, c_dim=adapter.c_dim, num_ws=adapter.num_ws,
                     given_seeds=len(seeds), pool_size=pool_size, version=__version__)
@@ -451,7 +452,8 @@ def sample_seeds(adapter, network, seeds, sampler, num, space, labels, truncatio
 
     try:
         pools = SeedPools(adapter.z_dim, pool_size, seeds=seeds, transform=adapter.transform(space, labels),
-                          batch_size=batch_size, device=adapter.device, progress=bars.mapping)
+                          batch_size=batch_size, device=adapter.device, progress=bars.mapping,
+                          sample_z=adapter.sample_z)
         params = dict(max_pools=max_pools)
         if hub:
             params.update(k=k, include_self=include_self, backend=knn_backend, device=adapter.device)
@@ -525,7 +527,7 @@ def _write_tables(out: OutputDir, selection: Selection, z: np.ndarray, w: Option
 
 def _render_images(adapter: GeneratorAdapter, network: str, seeds: np.ndarray, z: np.ndarray,
                    w: Optional[torch.Tensor], labels: torch.Tensor, noise_mode: str, out: OutputDir,
-                   todo: list, progress: bool) -> int:
+                   todo: list, progress: bool, truncation_psi: float = 1) -> int:
     """Stage ``seed%04d.png`` for the seeds whose names are in ``todo``; returns how many were rendered."""
     todo = set(todo)
     bar = _Progress(progress).synthesis(len(todo))
@@ -536,12 +538,13 @@ def _render_images(adapter: GeneratorAdapter, network: str, seeds: np.ndarray, z
                 name = seed_filename(seed)
                 if name not in todo:
                     continue
-                img = _render_one(adapter, z[i:i + 1], None if w is None else w[i:i + 1], labels, noise_mode)
+                img = _render_one(adapter, z[i:i + 1], None if w is None else w[i:i + 1], labels, noise_mode,
+                                  truncation_psi)
                 if not bool(torch.isfinite(img).all()):
                     raise NonFiniteError(f"network {network!r} renders NaN or inf pixels for seed {int(seed)}; the "
                                          f"synthesis network is broken: check its weights or use another snapshot "
                                          f"(nothing was written)", int(seed))
-                _save(to_uint8(img)[0], out, name)
+                _save(adapter.quantize(img).permute(0, 2, 3, 1).cpu().numpy()[0], out, name)
                 written += 1
                 bar.update(1)
     finally:
@@ -550,7 +553,7 @@ def _render_images(adapter: GeneratorAdapter, network: str, seeds: np.ndarray, z
 
 
 def _render_one(adapter: GeneratorAdapter, z: np.ndarray, w: Optional[torch.Tensor], labels: torch.Tensor,
-                noise_mode: str) -> torch.Tensor:
-    if w is not None:
+                noise_mode: str, truncation_psi: float = 1) -> torch.Tensor:
+    if w is not None:  # StyleGAN: truncation is already in w
         return adapter.synthesize(w, noise_mode=noise_mode)
-    return adapter.generate(torch.from_numpy(z), labels, noise_mode=noise_mode)
+    return adapter.generate(torch.from_numpy(z), labels, truncation_psi=truncation_psi, noise_mode=noise_mode)

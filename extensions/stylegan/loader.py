@@ -105,8 +105,8 @@ def _open(network: str, checkout: Optional[Checkout], cache_dir: Optional[str]):
     if not is_url(network):
         path = _local_path(network)
         if os.path.isdir(path):
-            raise NetworkNotFoundError(f"network pickle {network!r} is a directory; pass the .pkl file inside it",
-                                       network)
+            raise NetworkNotFoundError(f"network pickle {network!r} is a directory; pass the .pkl file inside it "
+                                       f"(or a BigGAN folder holding config.json and pytorch_model.bin)", network)
         if not os.path.isfile(path):
             raise NetworkNotFoundError(f"network pickle {network!r} not found; check the path, or pass a URL "
                                        f"(https://...) to download it", network)
@@ -135,7 +135,8 @@ def _unpickle(f, network: str, checkout: Optional[Checkout]):
     f.seek(0)
     if head == _ZIP_MAGIC:
         raise NotAPickleError(f"{network!r} is a zip archive (torch.save?), not a network pickle; pass the .pkl "
-                              f"written by stylegan3/stylegan2-ada training (network-snapshot-*.pkl)", network)
+                              f"written by stylegan3/stylegan2-ada training (network-snapshot-*.pkl), or for a "
+                              f"BigGAN's pytorch_model.bin the folder holding it and its config.json", network)
     try:
         data = _Unpickler(f).load()
     except ModuleNotFoundError as exc:
@@ -205,6 +206,18 @@ def generator_from(data, network: str = "network") -> torch.nn.Module:
 
 def load_network(network: str, *, stylegan3=None, device=None, checkout: Optional[Checkout] = None,
                  cache_dir: Optional[str] = None) -> torch.nn.Module:
+    """The generator ``network`` names, through the registered network sources
+    (:mod:`extensions.generators`): a StyleGAN network pickle (:func:`load_pickle_network`), an embedded
+    network ('digits'), a BigGAN ('biggan-deep-128' or a folder), or ``module:callable``.
+
+    Takes the arguments of :func:`load_pickle_network`; a source ignores those it has no use for.
+    """
+    from ..generators import load_generator  # the registry imports this module: import it at call time
+    return load_generator(network, stylegan3=stylegan3, device=device, checkout=checkout, cache_dir=cache_dir)
+
+
+def load_pickle_network(network: str, *, stylegan3=None, device=None, checkout: Optional[Checkout] = None,
+                        cache_dir: Optional[str] = None) -> torch.nn.Module:
     """The generator ``G_ema`` of a network pickle, on ``device``, with gradients off.
 
     Parameters
@@ -212,8 +225,6 @@ def load_network(network: str, *, stylegan3=None, device=None, checkout: Optiona
     network : str
         Path, ``file://`` URL or URL of a network pickle (a dict with ``G_ema``, as written by stylegan3 and
         stylegan2-ada training), or of a pickled ``torch.nn.Module`` with ``z_dim`` and ``forward(z, c)``.
-        The name ``'digits'`` (:data:`extensions.digits.NETWORK_NAME`) loads the embedded digits generator
-        from its weights file, with no pickle and no download (see :func:`extensions.digits.load_generator`).
     stylegan3 : str or Path, optional
         Checkout to use (see :func:`extensions.stylegan.checkout.find_checkout`); ignored when ``checkout``
         is given.
@@ -239,9 +250,6 @@ def load_network(network: str, *, stylegan3=None, device=None, checkout: Optiona
     """
     network = str(network)
     device = resolve_device(device)
-    from ..digits.network import NETWORK_NAME, load_generator
-    if network == NETWORK_NAME:
-        return load_generator(device=device, stylegan3=stylegan3)
     data = _load_pickle(network, stylegan3, checkout, cache_dir)
     G = generator_from(data, network)
     if not is_stylegan(G):
@@ -271,6 +279,14 @@ def _load_pickle(network: str, stylegan3, checkout: Optional[Checkout], cache_di
 
 
 def load_discriminator_of(network: str, *, stylegan3=None, device=None) -> torch.nn.Module:
+    """The discriminator paired with the generator ``network`` names, through the registered network
+    sources: ``D`` of a StyleGAN training snapshot (:func:`load_pickle_discriminator`) or an embedded
+    network's discriminator (:func:`extensions.digits.load_discriminator`)."""
+    from ..generators import load_discriminator  # the registry imports this module: import it at call time
+    return load_discriminator(network, stylegan3=stylegan3, device=device)
+
+
+def load_pickle_discriminator(network: str, *, stylegan3=None, device=None) -> torch.nn.Module:
     """The discriminator ``D`` of a network pickle (a training snapshot), on ``device``, in eval mode, with
     gradients off.
 
@@ -278,8 +294,7 @@ def load_discriminator_of(network: str, *, stylegan3=None, device=None) -> torch
     ----------
     network : str
         Path, ``file://`` URL or URL of a network pickle holding ``D`` (``network-snapshot-*.pkl`` of
-        stylegan3 or stylegan2-ada training), or :data:`extensions.digits.NETWORK_NAME` for the embedded
-        digits discriminator (:func:`extensions.digits.load_discriminator`).
+        stylegan3 or stylegan2-ada training).
     stylegan3 : str or Path, optional
         Checkout to use, as in :func:`load_network`.
     device : str or torch.device, optional
@@ -300,9 +315,6 @@ def load_discriminator_of(network: str, *, stylegan3=None, device=None) -> torch
     """
     network = str(network)
     device = resolve_device(device)
-    from ..digits.network import NETWORK_NAME, load_discriminator
-    if network == NETWORK_NAME:
-        return load_discriminator(device=device)
     data = _load_pickle(network, stylegan3, None, None)
     D = data.get("D") if isinstance(data, dict) else None
     if not isinstance(D, torch.nn.Module):
