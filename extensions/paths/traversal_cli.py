@@ -309,8 +309,16 @@ def traverse_seed(adapter, w0, seed: int, *, directions, steps: int, step_size: 
     from .local_basis import curve_traversal, linear_traversal, local_basis
 
     w0 = torch.as_tensor(w0).reshape(-1).to(adapter.device, torch.float32)
+    with torch.no_grad():
+        centre = adapter.synthesize(w0[None], noise_mode="const")  # gen_images.py's image of the seed
+    _check_images(centre, seed, None, network)
+    centre = to_uint8(centre)[0]
     net = PartialNetwork(adapter.G, w0, block=block, layers=layers, noise_mode="const", device=adapter.device)
-    basis = local_basis(net, w0, rank=rank, memory_budget_mb=memory_budget_mb, device=adapter.device)
+    try:
+        basis = local_basis(net, w0, rank=rank, memory_budget_mb=memory_budget_mb, device=adapter.device)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"network {network!r} gives NaN or inf at seed {seed} (block {block}: {exc}); the "
+                             f"network is broken there: check its weights or use another snapshot", seed) from exc
     tick = on_basis or (lambda n: None)
     tick(1)
     sv = basis.singular_values.detach().float().cpu()
@@ -321,18 +329,19 @@ def traverse_seed(adapter, w0, seed: int, *, directions, steps: int, step_size: 
     if vectors.shape[1] <= int(max(directions)):
         raise HubnessError(f"the local basis of seed {seed} has {vectors.shape[1]} directions, fewer than --directions "
                            f"{int(max(directions))} needs")
-    with torch.no_grad():
-        centre = adapter.synthesize(w0[None], noise_mode="const")  # gen_images.py's image of the seed
-    _check_images(centre, seed, None, network)
-    centre = to_uint8(centre)[0]
     curves, cells = [], []
     for d in directions:
         d = int(d)
         if method == "linear":
             curve = linear_traversal(w0, vectors[:, d].to(adapter.device), steps, step_size)
         else:
-            curve = curve_traversal(net, w0, d, steps, step_size, rank=rank, memory_budget_mb=memory_budget_mb,
-                                    device=adapter.device, progress=lambda done, total: tick(1))
+            try:
+                curve = curve_traversal(net, w0, d, steps, step_size, rank=rank, memory_budget_mb=memory_budget_mb,
+                                        device=adapter.device, progress=lambda done, total: tick(1))
+            except NonFiniteError as exc:
+                raise NonFiniteError(f"the traversal of seed {seed} along direction {d} reaches NaN or inf "
+                                     f"(network {network!r}: {exc}); use a smaller --step-size or fewer --steps",
+                                     seed) from exc
         curve = torch.as_tensor(curve).detach().float()
         if tuple(curve.shape) != (2 * steps + 1, adapter.w_dim):
             raise HubnessError(f"the traversal of seed {seed} along direction {d} has shape {tuple(curve.shape)}, "
