@@ -284,7 +284,7 @@ class _Screen:
         self.sq_norm = torch.empty(n, dtype=torch.float64, device=dev)      # |x|^2
         self.low_norm = torch.empty(n, dtype=torch.float64, device=dev)     # |x~|
         self.err_norm = torch.empty(n, dtype=torch.float64, device=dev)     # |x - x~|
-        step = max(1, 2 ** 17 // dim)  # float64 work in cache-sized chunks
+        step = _chunk_rows(dim, dev, 2 ** 17)  # float64 work in cache-sized chunks
         for r0 in range(0, n, step):
             centred = data[r0:r0 + step].double() - mean
             low = centred.to(dtype)
@@ -338,7 +338,7 @@ def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: to
         exact path of the engine (and the metrics) agrees on ties.
     """
     out = torch.empty(rows.shape[0], dtype=torch.float32, device=xq.device)
-    chunk = max(1, 2 ** 19 // xq.shape[1])  # a few MiB per step keeps the gathers in cache
+    chunk = _chunk_rows(xq.shape[1], xq.device, 2 ** 19, 2 ** 24)  # CPU: a few MiB keep the gathers in cache
     for start in range(0, rows.shape[0], chunk):
         stop = start + chunk
         diff = xq.index_select(0, rows[start:stop]).sub_(xd.index_select(0, cols[start:stop]))
@@ -356,7 +356,7 @@ def _sorted_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[t
 
 def _mean64(x: torch.Tensor) -> torch.Tensor:
     """Column means in float64 without a float64 copy of the whole array."""
-    step = max(1, 2 ** 17 // x.shape[1])
+    step = _chunk_rows(x.shape[1], x.device, 2 ** 17)
     total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     for r0 in range(0, x.shape[0], step):
         total += x[r0:r0 + step].sum(0, dtype=torch.float64)
@@ -430,6 +430,72 @@ def strict_matmul(device: torch.device):
             m.allow_bf16_reduced_precision_reduction = saved_bf16
 
 
+#: Block top-k on CUDA: a block's rows (or columns) are cut into groups of this many entries, and only the
+#: K groups with the largest maxima are searched (see :func:`_block_topk`).
+_TOPK_GROUP = 32
+
+
+def _chunk_rows(dim: int, device: torch.device, cpu_elems: int, cuda_elems: int = 2 ** 22) -> int:
+    """Rows per step of a row-chunked loop: cache-sized on the CPU, many MiB per kernel on CUDA, where
+    each step costs kernel launches. No row's result depends on it."""
+    return max(1, (max(cpu_elems, cuda_elems) if device.type == "cuda" else cpu_elems) // max(1, dim))
+
+
+def _block_topk(s: torch.Tensor, K: int, dim: int, grouped: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-K scores of a block along ``dim`` (unsorted; ties in any order), with their positions.
+
+    On CUDA, a full ``torch.topk`` over a wide block costs several passes over it; instead the block is
+    cut into groups of :data:`_TOPK_GROUP` entries along ``dim``, one pass takes each group's maximum, and
+    only the entries of the K groups with the largest maxima are searched. That is exact: every entry
+    outside those groups is <= the K-th largest group maximum, and the chosen groups hold K entries at
+    least that large. The CPU keeps ``torch.topk`` (faster there).
+
+    Parameters
+    ----------
+    s : torch.Tensor, shape (R, C)
+    K : int
+        At most ``s.shape[dim]``.
+    dim : {0, 1}
+    grouped : bool, optional
+        Use the group search (default: on CUDA, for blocks of at least 4K groups).
+
+    Returns
+    -------
+    values, indices : torch.Tensor, shape (R, K) for dim 1, (K, C) for dim 0
+    """
+    g = _TOPK_GROUP
+    length = s.shape[dim]
+    groups = length // g
+    if grouped is None:
+        grouped = s.device.type == "cuda"
+    if not grouped or groups < 4 * K:
+        return torch.topk(s, K, dim=dim, largest=True, sorted=False)
+    if dim == 0:
+        v, i = _block_topk_rows(s.T, K)       # the column view: a strided (C, R) operand
+        return v.T, i.T
+    return _block_topk_rows(s, K)
+
+
+def _block_topk_rows(s: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise top-K of :func:`_block_topk` on CUDA; ``s`` may be a transposed view."""
+    g = _TOPK_GROUP
+    R, C = s.shape
+    G = C // g
+    body = s[:, :G * g]
+    if s.stride(1) == 1:
+        maxima = body.reshape(R, G, g).amax(2)
+    else:  # transposed view: reduce over the groups' rows of the underlying row-major block
+        maxima = body.T.reshape(G, g, R).amax(1).T.contiguous()
+    top = torch.topk(maxima, K, dim=1, largest=True, sorted=False).indices
+    cols = (top[:, :, None] * g + torch.arange(g, device=s.device)).view(R, K * g)
+    v, j = torch.topk(s.gather(1, cols), K, dim=1, largest=True, sorted=False)
+    i = cols.gather(1, j)
+    if G * g < C:  # the tail that fills no group
+        tv, ti = torch.topk(s[:, G * g:], min(K, C - G * g), dim=1, largest=True, sorted=False)
+        v, i = _merge(v, i, tv, ti + G * g, K)
+    return v, i
+
+
 def _merge(best_s, best_i, s, i, K):
     s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
     best_s, sel = torch.topk(s, K, dim=1, largest=True, sorted=False)
@@ -456,14 +522,14 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
         r1 = min(r0 + tile, n)
         s = torch.mm(scr.left[r0:r1], scr.right[r0:r1].T)
         s.diagonal().fill_(float("-inf"))
-        v, i = torch.topk(s, min(K, r1 - r0), dim=1, largest=True, sorted=False)
+        v, i = _block_topk(s, min(K, r1 - r0), 1)
         best_s[r0:r1], best_i[r0:r1] = _merge(best_s[r0:r1], best_i[r0:r1], v, i + r0, K)
         for c0 in range(r1, n, width):
             c1 = min(c0 + width, n)
             s = torch.mm(scr.left[r0:r1], scr.right[c0:c1].T)
-            v, i = torch.topk(s, min(K, c1 - c0), dim=1, largest=True, sorted=False)
+            v, i = _block_topk(s, min(K, c1 - c0), 1)
             best_s[r0:r1], best_i[r0:r1] = _merge(best_s[r0:r1], best_i[r0:r1], v, i + c0, K)
-            v, i = torch.topk(s, min(K, r1 - r0), dim=0, largest=True, sorted=False)
+            v, i = _block_topk(s, min(K, r1 - r0), 0)
             best_s[c0:c1], best_i[c0:c1] = _merge(best_s[c0:c1], best_i[c0:c1], v.T, i.T + r0, K)
         yield r0, r1, best_s[r0:r1], best_i[r0:r1]
 
@@ -486,7 +552,7 @@ def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: f
                 own = qidx[r0:r1]
                 hit = ((own >= c0) & (own < c1)).nonzero().squeeze(1)
                 s[hit, own[hit] - c0] = float("-inf")
-            v, i = torch.topk(s, min(K, c1 - c0), dim=1, largest=True, sorted=False)
+            v, i = _block_topk(s, min(K, c1 - c0), 1)
             if best_s is None:
                 best_s, best_i = v, i + c0
             else:
