@@ -59,7 +59,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest on a busy 2-core machine)")
-    parser.add_argument("--z-dim", type=int, default=64, help="z and w dimension")
+    parser.add_argument("--z-dim", type=int, default=64, help="z dimension (and w's, unless --w-dim is given)")
+    parser.add_argument("--w-dim", type=int, default=None, help="w dimension (default: --z-dim)")
     parser.add_argument("--mapping-layers", type=int, default=8)
     parser.add_argument("--channels", type=int, default=32, help="channel_max of G; D's base width")
     parser.add_argument("--lr", type=float, default=0.0025)
@@ -80,7 +81,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     reals, _ = digit_images(16)
 
-    g_args = dict(z_dim=args.z_dim, c_dim=0, w_dim=args.z_dim, img_resolution=16, img_channels=1,
+    w_dim = args.z_dim if args.w_dim is None else args.w_dim
+    g_args = dict(z_dim=args.z_dim, c_dim=0, w_dim=w_dim, img_resolution=16, img_channels=1,
                   mapping_kwargs=dict(num_layers=args.mapping_layers), channel_base=16 * args.channels,
                   channel_max=args.channels, num_fp16_res=0, conv_clamp=None)
     G = generator_class()(**g_args).train()

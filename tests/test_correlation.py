@@ -53,3 +53,41 @@ def test_bad_inputs_are_typed_errors_that_quote_the_value():
         spearman_bootstrap(M, SCORE, confidence=1.5)
     with pytest.raises(MetricError, match="resamples"):
         spearman_bootstrap(M, SCORE, resamples=0)
+
+
+def test_correlation_benchmark_reduced_matches_scipy_on_its_own_pool(stylegan_runtime, tmp_path):
+    """The benchmark's W-space confidence correlation equals scipy's on hub values and confidences
+    recomputed here from the same seeds."""
+    import importlib.util
+
+    import torch
+
+    from extensions.digits import FeatureDetector, load_classifier, load_generator
+    from extensions.hubness import compute_hubness
+    from extensions.pools import seed_latents
+    from tiny_networks import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("correlation_benchmark", REPO_ROOT / "benchmarks" / "correlation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    before = torch.get_num_threads()
+    try:
+        raw = bench.main(["--network", "digits", "--seeds", "1", "--pool-size", "240", "--resamples", "50",
+                          "--threads", "1", "--out", str(tmp_path / "c.md")])
+    finally:
+        torch.set_num_threads(before)
+    assert {(r["space"], r["score"]) for r in raw["correlations"]} == {(s, c) for s in "wz" for c in bench.SCORES}
+    G = load_generator(device="cpu")
+    z = torch.from_numpy(seed_latents(range(1_000_000, 1_000_240), G.z_dim)).float()
+    with torch.no_grad():
+        w = G.mapping(z, None)[:, 0]
+        img = G.synthesis(G.mapping(z, None), noise_mode="const")
+    detector = FeatureDetector(load_classifier(device="cpu"))
+    with torch.no_grad():
+        conf = detector.probabilities(detector(bench.to_uint8(img))).max(dim=1).values.numpy()
+    m = compute_hubness(w, 5, device="cpu").m
+    row = next(r for r in raw["correlations"] if (r["space"], r["score"]) == ("w", "confidence"))
+    assert row["rho"] == pytest.approx(stats.spearmanr(m, conf).statistic, abs=1e-9)
+    assert row["low"] <= row["rho"] <= row["high"] and row["n"] == 240
+    hub = next(h for h in raw["hubness"] if h["space"] == "w")
+    assert hub["max"] == m.max() and (tmp_path / "c.json").is_file()
