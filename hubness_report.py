@@ -13,7 +13,7 @@ import logging  # noqa: E402
 
 import click  # noqa: E402
 
-from extensions._checks import resolve_device  # noqa: E402
+from extensions._checks import HubnessError, resolve_device  # noqa: E402
 from extensions.stylegan.cli import one_line_errors  # noqa: E402
 from extensions.digits import NETWORK_NAME, is_embedded, load_any_network  # noqa: E402
 from extensions.report import GridShape, check_outdir, figure_options, hubness_report  # noqa: E402
@@ -27,8 +27,11 @@ from extensions.report import GridShape, check_outdir, figure_options, hubness_r
     click.option("--psi", type=float, default=0.7, show_default=True, help="Truncation psi of the Fig. 9 comparison"),
     click.option("--grid", type=GridShape(), default="8x8", show_default=True,
                  help="Columns x rows (WxH, as gen_video.py) of each grid of the high- vs low-quality figure"),
+    click.option("--class", "class_idx", type=int, default=None,
+                 help="Class of every image, for class-conditional BigGAN networks (0..999)"),
 ])
-def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_self, space, device, stylegan3):
+def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, class_idx, include_self, space, device,
+         stylegan3):
     """Write hub_histogram.png, distance_to_mean.png, hubness_spectrum.png, quality_grids.png and report.json.
 
     Examples:
@@ -40,6 +43,10 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
     \b
     # A stylegan3 network, the paper's defaults (n = 10000, k = 5, t = 50, t_lq = 1):
     python hubness_report.py --network=stylegan3-r-ffhq-1024x1024.pkl --outdir=out/ffhq
+
+    \b
+    # BigGAN-deep 128, class 207 (golden retriever), hub values in Z:
+    python hubness_report.py --network=biggan-deep-128 --class=207 --outdir=out/biggan
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     with one_line_errors():
@@ -47,6 +54,13 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
         check_outdir(outdir)
         device = resolve_device(device)
         G = load_any_network(network_pkl, stylegan3=stylegan3, device=device)
+        if hasattr(G, "bind_class") and G.c_dim:  # the figures take unconditional generators: fix the class
+            if class_idx is None:
+                raise HubnessError(f"this network is conditional ({G.c_dim} classes): give a class label with --class "
+                                   f"(0..{G.c_dim - 1})")
+            G = G.bind_class(class_idx)
+        elif class_idx is not None:
+            click.echo("warn: --class ignored: it applies to class-conditional BigGAN networks")
         title = NETWORK_NAME if is_embedded(network_pkl) else str(network_pkl).rstrip("/").rsplit("/", 1)[-1]
         report = hubness_report(G, outdir, pool_size=pool_size, k=k, t=t, t_lq=t_lq, psi=psi, seed=seed, grid=grid,
                                 include_self=include_self, space=space, device=device, title=title, progress=True)

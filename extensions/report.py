@@ -354,7 +354,7 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
     bars = Progress(progress)
     try:
         pool = SeedPools(adapter.z_dim, pool_size, start=seed, transform=adapter.transform(space), device=device,
-                         batch_size=256, progress=bars.mapping).draw(0)
+                         batch_size=256, progress=bars.mapping, sample_z=adapter.sample_z).draw(0)
         with bars.step(f"k-NN of {pool_size} latents (k = {k})"):
             res = compute_hubness(pool.latents, k, include_self=include_self, device=device)
         m = res.m

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+import tiny_networks
 from reference import brute_knn
 
 biggan = pytest.importorskip("pytorch_pretrained_biggan")  # installed by `make` (setup.cfg)
@@ -226,3 +227,21 @@ def test_metric_loop_features_are_the_package_images(biggan_dir, package_model):
     images = np.stack([package_image(package_model, s, psi) for s in chosen])
     expected = detector(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
     assert torch.equal(res.features, expected.float())  # the feature list keeps float32
+
+
+def test_report_figures_use_the_package_draws(biggan_dir, tmp_path):
+    from extensions.report import hubness_report
+    from test_gen_images_hub import load_script
+
+    G = load_network(str(biggan_dir), device="cpu").bind_class(CLASS)
+    report = hubness_report(G, tmp_path / "report", pool_size=40, t=1000, grid=(2, 1), spectrum_rows=1,
+                            spectrum_cols=2, device="cpu")
+    pool = np.arange(40)
+    assert report.summary["space"] == "z"
+    assert report.summary["hubs"]["seeds"] == top_seeds(pool, hub_values(pool, 1.0), 2)
+    assert report.summary["stats"]["max"] == int(hub_values(pool, 1.0).max())
+    # The command needs the class of a conditional BigGAN, and writes nothing without it.
+    main = command_runner(load_script(tiny_networks.REPO_ROOT / "hubness_report.py", "main"))
+    result = main("--network", biggan_dir, "--pool-size", 40, "--outdir", tmp_path / "cli")
+    assert result.exit_code == 1 and "give a class label with --class (0..999)" in result.output
+    assert not (tmp_path / "cli").exists()

@@ -206,23 +206,41 @@ class BigGANGenerator(torch.nn.Module):
     ----------
     biggan : pytorch_pretrained_biggan.BigGAN
     z_dim, c_dim : int
-        Latent size and number of classes (one-hot labels of shape (n, c_dim)).
+        Latent size and number of classes (one-hot labels of shape (n, c_dim)); c_dim is 0 once a class
+        is bound (:meth:`bind_class`).
+    num_classes : int
+    class_idx : int or None
+        The bound class.
     img_resolution, img_channels : int
     name : str
         The ``--network`` value it was loaded from.
     """
 
-    def __init__(self, biggan: torch.nn.Module, name: str = ""):
+    def __init__(self, biggan: torch.nn.Module, name: str = "", class_idx: Optional[int] = None):
         super().__init__()
         self.biggan = biggan
         self.z_dim = int(biggan.config.z_dim)
-        self.c_dim = int(biggan.config.num_classes)
+        self.num_classes = int(biggan.config.num_classes)
+        self.class_idx = class_idx
+        self.c_dim = self.num_classes if class_idx is None else 0
         self.img_resolution = int(biggan.config.output_dim)
         self.img_channels = 3
         self.name = name
 
+    def bind_class(self, class_idx: int) -> "BigGANGenerator":
+        """The same model as an unconditional generator of class ``class_idx`` (for code that takes
+        unconditional generators only, such as the report's figures); the weights are shared."""
+        if isinstance(class_idx, bool) or not isinstance(class_idx, (int, np.integer)) or \
+                not 0 <= class_idx < self.num_classes:
+            raise HubnessError(f"class {class_idx!r} is out of range: this network has {self.num_classes} classes, "
+                               f"use --class 0..{self.num_classes - 1}")
+        return BigGANGenerator(self.biggan, self.name, int(class_idx)).train(self.training)
+
     def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """Images (n, 3, H, W) in [-1, 1] of latents z (n, z_dim) and one-hot labels c (n, c_dim)."""
+        if self.class_idx is not None:
+            c = torch.zeros(len(z), self.num_classes, device=z.device)
+            c[:, self.class_idx] = 1
         return self.biggan(z, c, check_truncation(truncation_psi))
 
     def seed_latents(self, seeds: Sequence[int], truncation_psi: float = 1.0) -> np.ndarray:
