@@ -19,7 +19,8 @@ from extensions.stylegan.cli import SeedList, Vec2, add_hubness_options, run  # 
 
 @click.command()
 @click.option("--network", "network_pkl", default=NETWORK_NAME, metavar="PKL",
-              help=f"Network pickle filename or URL [default: {NETWORK_NAME}, the embedded generator trained on "
+              help=f"Network pickle filename or URL, biggan-deep-128|256|512 or a BigGAN folder, or "
+                   f"module:callable [default: {NETWORK_NAME}, the embedded generator trained on "
                    f"scikit-learn's 8x8 digits]")
 @click.option("--seeds", type=SeedList(), help="List of random seeds (e.g., '0,1,4-6'); pool 0 of the sampler",
               required=True)

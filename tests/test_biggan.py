@@ -145,6 +145,12 @@ def test_model_names_load_from_the_package_cache(biggan_dir, package_model, tmp_
     G = load_network(name, device="cpu")
     ours, theirs = G.biggan.state_dict(), package_model.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    # The manifest identifies the images by the files' content, under the name and from a folder alike.
+    from extensions.stylegan.generate import network_identity
+    digest = hashlib.sha256((biggan_dir / "pytorch_model.bin").read_bytes()).hexdigest()
+    folder = network_identity(str(biggan_dir))
+    assert folder["network"] == str(biggan_dir) and folder["weights_sha256"] == digest
+    assert network_identity(name) == dict(folder, network=name)
 
 
 def test_offline_names_the_files_and_the_folder(tmp_path, monkeypatch):
