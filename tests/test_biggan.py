@@ -180,7 +180,7 @@ def test_one_line_errors(biggan_dir, tmp_path):
     bert = tmp_path / "bert"
     bert.mkdir()
     (bert / "config.json").write_text(json.dumps({"hidden_size": 768, "num_attention_heads": 12}))
-    torch.save({"embeddings.weight": torch.zeros(3, 2)}, bert / "pytorch_model.bin")
+    (bert / "model.safetensors").write_bytes(b"")  # no pytorch_model.bin: the config is still named first
     config_only = tmp_path / "config-only"
     config_only.mkdir()
     shutil.copy(biggan_dir / "config.json", config_only)

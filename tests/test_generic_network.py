@@ -94,8 +94,8 @@ def test_module_callable_hub_seeds_and_images(nets, tmp_path):
         with open(out / "pool.csv") as f:
             rows = list(csv.DictReader(f))
         assert [int(r["m"]) for r in rows] == m.tolist()
-        assert [int(r["seed"]) for r in sorted((r for r in rows if r["chosen"] == "1"), key=lambda r: int(r["order"]))] \
-            == chosen
+        picked = sorted((r for r in rows if r["chosen"] == "1"), key=lambda r: int(r["order"]))
+        assert [int(r["seed"]) for r in picked] == chosen
         G = load_network(network, device="cpu")
         assert type(G).__name__ == "Toy" and not G.training
         for seed in chosen:

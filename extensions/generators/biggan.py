@@ -119,11 +119,34 @@ def resolve_files(network: str) -> dict:
         raise NetworkNotFoundError(f"unknown BigGAN model {network!r}; choose {', '.join(MODEL_NAMES)}, or pass a "
                                    f"folder holding {CONFIG_NAME} and {WEIGHTS_NAME}", network)
     files = dict(config=path / CONFIG_NAME, weights=path / WEIGHTS_NAME)
+    if files["config"].is_file():  # another toolkit's folder is named as such before a file is missed
+        read_config(files["config"], network)
     missing = [p.name for p in files.values() if not p.is_file()]
     if missing:
         raise NetworkNotFoundError(f"BigGAN folder {network!r} lacks {' and '.join(missing)}; it must hold "
                                    f"{CONFIG_NAME} and {WEIGHTS_NAME} as BigGAN.from_pretrained reads them", network)
     return files
+
+
+def read_config(path: Path, network: str) -> dict:
+    """The BigGAN config in ``path`` as a dict.
+
+    Raises
+    ------
+    NetworkLoadError, NotAGeneratorError
+        Not JSON; JSON without any key only a BigGAN config has (another toolkit's config).
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise NetworkLoadError(f"{str(path)!r} is not a JSON file ({type(exc).__name__}); the BigGAN config must be "
+                               f"the package's {CONFIG_NAME}", network) from exc
+    if not isinstance(raw, dict) or not any(key in raw for key in _CONFIG_KEYS):
+        keys = ", ".join(list(raw)[:6]) if isinstance(raw, dict) else type(raw).__name__
+        raise NotAGeneratorError(f"{str(path)!r} is not a BigGAN config (it has {keys or 'no keys'}, none of "
+                                 f"{', '.join(_CONFIG_KEYS)}): a checkpoint of another toolkit? --network takes "
+                                 f"BigGAN folders, StyleGAN pickles and module:callable", network)
+    return raw
 
 
 def load_biggan(network: str, device=None) -> "BigGANGenerator":
@@ -141,16 +164,7 @@ def load_biggan(network: str, device=None) -> "BigGANGenerator":
     """
     files = resolve_files(network)
     pkg = _package()
-    try:
-        raw = json.loads(files["config"].read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise NetworkLoadError(f"{str(files['config'])!r} is not a JSON file ({type(exc).__name__}); the BigGAN "
-                               f"config must be the package's {CONFIG_NAME}", network) from exc
-    if not isinstance(raw, dict) or not any(key in raw for key in _CONFIG_KEYS):
-        keys = ", ".join(list(raw)[:6]) if isinstance(raw, dict) else type(raw).__name__
-        raise NotAGeneratorError(f"{str(files['config'])!r} is not a BigGAN config (it has {keys or 'no keys'}, none "
-                                 f"of {', '.join(_CONFIG_KEYS)}): a checkpoint of another toolkit? --network takes "
-                                 f"BigGAN folders, StyleGAN pickles and module:callable", network)
+    raw = read_config(files["config"], network)
     try:
         model = pkg.BigGAN(pkg.BigGANConfig.from_dict(raw))
     except (KeyboardInterrupt, MemoryError):
@@ -167,7 +181,8 @@ def load_biggan(network: str, device=None) -> "BigGANGenerator":
     except Exception as exc:
         reason = " ".join(str(exc).split())[:120]
         raise NotAGeneratorError(f"{str(files['weights'])!r} is not a PyTorch state dict ({type(exc).__name__}: "
-                                 f"{reason}); a StyleGAN network pickle is passed as --network FILE.pkl", network) from exc
+                                 f"{reason}); a StyleGAN network pickle is passed as --network FILE.pkl",
+                                 network) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise NotAGeneratorError(f"{str(files['weights'])!r} holds a {type(state).__name__} that is not a state dict "
                                  f"of tensors: a checkpoint of another toolkit? pass BigGAN's {WEIGHTS_NAME}", network)

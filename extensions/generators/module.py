@@ -49,8 +49,9 @@ class ModuleSource(NetworkSource):
         if isinstance(obj, torch.nn.Module):
             G = obj
         elif not callable(obj):
-            raise NotAGeneratorError(f"--network {network!r}: {attr!r} is of type {type(obj).__name__}, not callable; name "
-                                     f"a function or class that returns the generator (a torch.nn.Module)", network)
+            raise NotAGeneratorError(f"--network {network!r}: {attr!r} is of type {type(obj).__name__}, not "
+                                     f"callable; name a function or class that returns the generator (a "
+                                     f"torch.nn.Module)", network)
         else:
             try:
                 G = obj()
@@ -66,10 +67,9 @@ class ModuleSource(NetworkSource):
         for name, least in (("z_dim", 1), ("c_dim", 0)):
             value = getattr(G, name, 0 if name == "c_dim" else None)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                what = "latent z" if name == "z_dim" else "one-hot class label c (0: unconditional)"
                 raise NotAGeneratorError(f"--network {network!r}: the {type(G).__name__} it returned has "
-                                         f"{name} = {value!r}; set G.{name} to the size of its "
-                                         f"{'latent z' if name == 'z_dim' else 'one-hot class label c (0: unconditional)'}",
-                                         network)
+                                         f"{name} = {value!r}; set G.{name} to the size of its {what}", network)
         return G.eval().requires_grad_(False).to(device)
 
     def identity(self, network):
