@@ -62,6 +62,8 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, class_idx,
         elif class_idx is not None:
             click.echo("warn: --class ignored: it applies to class-conditional BigGAN networks")
         title = NETWORK_NAME if is_embedded(network_pkl) else str(network_pkl).rstrip("/").rsplit("/", 1)[-1]
+        if getattr(G, "class_idx", None) is not None:
+            title += f" class {G.class_idx}"
         report = hubness_report(G, outdir, pool_size=pool_size, k=k, t=t, t_lq=t_lq, psi=psi, seed=seed, grid=grid,
                                 include_self=include_self, space=space, device=device, title=title, progress=True)
     stats = report.summary["stats"]
