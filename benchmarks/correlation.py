@@ -14,8 +14,8 @@ truncation 1) and in Z. Every latent's image (``noise_mode='const'``) is scored 
 Each cell is Spearman's rho (average ranks for ties) with a percentile-bootstrap interval over the pairs
 of the pool. The hubness of each space (largest m, share with m >= 50, skewness) is reported beside it.
 
-    python benchmarks/correlation.py                                   # both networks, seed 0
-    python benchmarks/correlation.py --network digits --seeds 0-2 --out /tmp/correlation.md
+    python benchmarks/correlation.py                                   # both networks, seeds 0-2
+    python benchmarks/correlation.py --network digits --seeds 0 --out /tmp/correlation.md
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from extensions.digits import FeatureDetector, digit_images, load_classifier  # noqa: E402
 from extensions.digits.network import EMBEDDED_NETWORKS, load_discriminator, load_generator  # noqa: E402
+from extensions.digits.weights import WeightsFileError  # noqa: E402
 from extensions.hubness import compute_hubness, hubness_stats  # noqa: E402
 from extensions.knn import exact_knn  # noqa: E402
 from extensions.metrics.correlation import spearman_bootstrap  # noqa: E402
@@ -98,7 +99,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--network", default=",".join(EMBEDDED_NETWORKS),
                     help=f"embedded networks, comma-separated (of {', '.join(EMBEDDED_NETWORKS)})")
-    ap.add_argument("--seeds", default="0", help="one pool per seed, e.g. '0' or '0-2'")
+    ap.add_argument("--seeds", default="0-2", help="one pool per seed, e.g. '0' or '0-2'")
     ap.add_argument("--pool-size", type=int, default=10000, help="latents per pool")
     ap.add_argument("--k", type=int, default=5, help="k-NN list size of the hub values")
     ap.add_argument("--t", type=float, default=50, help="threshold whose share of the pool is reported")
@@ -120,6 +121,8 @@ def main(argv=None) -> dict:
         ap.error(f"--seeds {args.seeds!r} holds no seed")
     if args.pool_size <= args.k or args.k < 1:
         ap.error(f"--pool-size {args.pool_size} must exceed --k {args.k} >= 1")
+    if args.resamples < 1:
+        ap.error(f"--resamples {args.resamples} must be at least 1")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -131,10 +134,13 @@ def main(argv=None) -> dict:
           f"{args.resamples} bootstrap resamples; torch {torch.__version__}, {torch.get_num_threads()} threads",
           flush=True)
 
+    try:
+        nets = {name: (load_generator(name, device="cpu"), load_discriminator(name, device="cpu")) for name in networks}
+    except WeightsFileError as exc:
+        ap.error(str(exc))
     rows, hubness = [], []
     for name in networks:
-        G = load_generator(name, device="cpu")
-        D = load_discriminator(name, device="cpu")
+        G, D = nets[name]
         for seed in seeds:
             start = time.perf_counter()
             z = torch.from_numpy(seed_latents(range(seed * SEED_STRIDE, seed * SEED_STRIDE + args.pool_size),

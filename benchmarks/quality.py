@@ -21,6 +21,7 @@ paired. The table gives mean +- standard deviation (ddof = 1) over the seeds.
 
     python benchmarks/quality.py                                  # 3 seeds, 2000 images, pools of 10,000
     python benchmarks/quality.py --seeds 0-4 --out /tmp/quality.md     # default out: benchmarks/results/
+    python benchmarks/quality.py --generator digits-w512 --t 20,50 --top 100   # the 512-d W network
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from extensions.digits import FeatureDetector, digit_images, load_classifier, load_generator  # noqa: E402
+from extensions.digits.network import EMBEDDED_NETWORKS, NETWORK_NAME  # noqa: E402
+from extensions.digits.weights import WeightsFileError  # noqa: E402
 from extensions.metrics import (SamplerSpec, density_coverage, frechet_distance_features,  # noqa: E402
                                 generator_features, mean_cov, precision_recall)
 from extensions.metrics.class_balance import class_balance_score  # noqa: E402
@@ -151,17 +154,24 @@ def main(argv=None) -> dict:
                     help="generator weights (.npz) or an embedded network's name (digits, digits-w512); default digits")
     ap.add_argument("--classifier", default=None, help="classifier weights (.npz); default the embedded one")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--out", default=DEFAULT_OUT,
-                    help="write the table (markdown) here, and the raw results as .json beside it ('' : do not write)")
+    ap.add_argument("--out", default=None,
+                    help="write the table (markdown) here, and the raw results as .json beside it ('' : do not write; "
+                         "default results/quality.md, results/quality_<name>.md for another embedded network)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        name = args.generator if args.generator in EMBEDDED_NETWORKS and args.generator != NETWORK_NAME else None
+        args.out = DEFAULT_OUT if name is None else os.path.join(os.path.dirname(DEFAULT_OUT), f"quality_{name}.md")
 
     if args.threads:
         torch.set_num_threads(args.threads)
     seeds = parse_list(args.seeds, int)
     if len(seeds) < 1:
         ap.error(f"--seeds {args.seeds!r} holds no seed")
-    G = load_generator(args.generator, device="cpu")
-    detector = FeatureDetector(load_classifier(args.classifier, device="cpu")).eval()
+    try:
+        G = load_generator(args.generator, device="cpu")
+        detector = FeatureDetector(load_classifier(args.classifier, device="cpu")).eval()
+    except WeightsFileError as exc:
+        ap.error(str(exc))
     real, half = real_halves(real_features(detector))
     with torch.no_grad():
         real_probs = detector.probabilities(real)
