@@ -32,8 +32,8 @@ def cells(strip, rows, cols):
     """The images of a strip, [row][column], each (64, 64, C), without captions."""
     strip = strip[:, :, None] if strip.ndim == 2 else strip
     assert strip.shape[:2] == (rows * (CELL + CAPTION + GAP) - GAP, cols * (CELL + GAP) - GAP)
-    return [[strip[r * (CELL + CAPTION + GAP):r * (CELL + CAPTION + GAP) + CELL, c * (CELL + GAP):c * (CELL + GAP) + CELL]
-             for c in range(cols)] for r in range(rows)]
+    rh, cw = CELL + CAPTION + GAP, CELL + GAP
+    return [[strip[r * rh:r * rh + CELL, c * cw:c * cw + CELL] for c in range(cols)] for r in range(rows)]
 
 
 def enlarged(image):
@@ -266,7 +266,8 @@ def test_bad_input_is_one_line_and_writes_nothing(extra, message, generic_pkl, t
 
 
 @pytest.mark.parametrize("extra, option", [(["--steps", "0"], "--steps"), (["--method", "curvy"], "--method"),
-                                           (["--layers", "top"], "--layers"), (["--directions", "a-b"], "--directions")])
+                                           (["--layers", "top"], "--layers"),
+                                           (["--directions", "a-b"], "--directions")])
 def test_bad_option_values_are_usage_errors(extra, option, tmp_path):
     res = cli("--seeds", "0", "--outdir", tmp_path / "out", *extra)
     assert res.exit_code == 2 and option in res.stderr and not (tmp_path / "out").exists()

@@ -252,8 +252,8 @@ def render_traversals(network: str, seeds: Sequence[int], outdir, *, directions:
         if damaged:
             say(f"note: computing again {len(damaged)} traversal(s) that manifest.json lists but that are missing "
                 f"or changed")
-        meta = dict(render=settings, sampler=selection.sampler, space=space, generator=adapter.kind, z_dim=adapter.z_dim,
-                    w_dim=w_dim, c_dim=adapter.c_dim, num_ws=adapter.num_ws, version=__version__)
+        meta = dict(render=settings, sampler=selection.sampler, space=space, generator=adapter.kind,
+                    z_dim=adapter.z_dim, w_dim=w_dim, c_dim=adapter.c_dim, num_ws=adapter.num_ws, version=__version__)
         per_seed = 1 + (len(directions) * (1 + 2 * (steps - 1)) if method == "iterative" else 0)
         bar = _bar(progress, len(todo) * per_seed)
         try:
