@@ -106,7 +106,7 @@ def test_autograd_engine_equals_torch_func():
     np.testing.assert_allclose(a.basis[:, :6], b.basis[:, :6], atol=1e-4)
 
 
-def test_engine_auto_falls_back_when_torch_func_cannot_trace():
+def test_engine_auto_falls_back_when_torch_func_cannot_trace(caplog):
     class Square(torch.autograd.Function):      # old-style Function: torch.func refuses it, autograd does not
         @staticmethod
         def forward(ctx, x):
@@ -124,7 +124,10 @@ def test_engine_auto_falls_back_when_torch_func_cannot_trace():
     with pytest.raises(RuntimeError):
         local_basis(fn, w, engine="func", device="cpu")
     S, V = explicit_svd(lambda v: (A @ v) ** 2, w)
-    assert_matches_svd(local_basis(fn, w, device="cpu"), S, V, 5)
+    with caplog.at_level("WARNING", logger="extensions.paths.local_basis"):
+        assert_matches_svd(local_basis(fn, w, device="cpu"), S, V, 5)
+        curve_traversal(fn, w, 0, 2, 0.1, device="cpu")                 # the same fn: no second attempt
+    assert sum("torch.func cannot differentiate" in r.getMessage() for r in caplog.records) == 1
 
 
 # ------------------------------------------------------------------------------------ chunks and methods
@@ -360,3 +363,6 @@ def test_krylov_that_cannot_converge_within_its_budget_says_so():
     w = torch.randn(30, generator=torch.Generator().manual_seed(0))
     with pytest.raises(HubnessError, match="max_products=5"):
         local_basis(fn, w, 2, method="krylov", oversample=0, max_products=5, device="cpu")
+    # blocks of 2: 4 products are within the budget of 5, a third block would not be
+    res = local_basis(fn, w, 2, method="krylov", oversample=0, max_products=30, tol=0.5, device="cpu")
+    assert res.products <= 30 and res.products % 2 == 0

@@ -35,8 +35,10 @@ falls back to it when ``torch.func`` raises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -56,6 +58,9 @@ __all__ = ["LocalBasis", "METHODS", "METRICS", "curve_traversal", "grassmann_dis
 METHODS = ("auto", "gram", "krylov")
 ENGINES = ("auto", "func", "autograd")
 METRICS = ("geodesic", "projection")
+#: Most directions per batched call: wider batches gain little speed while the network's intermediate
+#: activations (not counted by the memory budget, often several times the output) grow with them.
+MAX_CHUNK = 64
 #: Residual tolerance of ``krylov`` relative to the largest eigenvalue of J^T J; float32 products carry
 #: errors of about 1e-7 of it, so tighter values cannot be met reliably.
 DEFAULT_TOL = 1e-5
@@ -102,7 +107,7 @@ class _Gram:
                                  "the local basis needs a finite output")
         self.out_shape = tuple(out.shape)
         self.m = max(1, out.numel())
-        self.chunk = rows_per_block(self.m, 4, memory_budget_mb, max_rows=w.shape[0])
+        self.chunk = rows_per_block(self.m, 4, memory_budget_mb, max_rows=min(w.shape[0], MAX_CHUNK))
         self.products = 0
         self._vjp = None
         self._graph = None
@@ -123,6 +128,8 @@ class _Gram:
         return result
 
     def _apply(self, block: torch.Tensor) -> torch.Tensor:
+        if self.engine == "auto" and _known_untraceable(self.fn):
+            self.engine = "autograd"
         if self.engine in ("auto", "func"):
             try:
                 return self._apply_func(block)
@@ -131,6 +138,7 @@ class _Gram:
                     raise
                 log.warning("torch.func cannot differentiate fn (%s); using double backward, one direction at "
                             "a time", str(exc).splitlines()[0][:200])
+                _remember_untraceable(self.fn)
                 self.engine = "autograd"
         return self._apply_autograd(block)
 
@@ -158,6 +166,22 @@ class _Gram:
             (jtjq,) = torch.autograd.grad(out, w, jq, retain_graph=True)
             rows.append(jtjq)
         return torch.stack(rows)
+
+
+#: Functions torch.func failed on, so that later bases of the same fn (a curve's) go to autograd at once.
+_UNTRACEABLE = weakref.WeakSet()
+
+
+def _known_untraceable(fn) -> bool:
+    try:
+        return fn in _UNTRACEABLE
+    except TypeError:                                    # not weakly referenceable
+        return False
+
+
+def _remember_untraceable(fn) -> None:
+    with contextlib.suppress(TypeError):
+        _UNTRACEABLE.add(fn)
 
 
 def _eigh_desc(H: torch.Tensor):
@@ -219,7 +243,7 @@ def _krylov_method(gram: _Gram, d: int, r: int, oversample: int, tol: float, max
             log.debug("krylov: %d directions, %d J^T J products, worst relative residual %.2e",
                       K.shape[1], gram.products, worst)
             return vals[:r], ritz
-        if gram.products >= budget:
+        if gram.products + min(b, d - K.shape[1]) > budget:
             raise HubnessError(f"krylov did not converge within max_products={max_products} "
                                f"(worst relative residual {worst:.2e} > tol={tol:g}); raise max_products or "
                                f"use method='gram'")
@@ -248,7 +272,8 @@ def local_basis(fn: Callable[[torch.Tensor], torch.Tensor], w, rank: Optional[in
         Number r of directions, 1 <= r <= d; None: all d.
     memory_budget_mb : float
         Bound on the m x chunk float32 outputs of one chunk of Jacobian-vector products (the network's
-        intermediate activations per direction come on top).
+        intermediate activations per direction come on top); chunks hold at most :data:`MAX_CHUNK`
+        directions.
     method : str
         ``gram``, ``krylov`` or ``auto`` (see the module docstring).
     device : str or torch.device, optional
