@@ -199,9 +199,17 @@ def test_reference_ops_route_the_custom_ops_to_torch(stylegan_runtime):
     assert (bias_act._init, upfirdn2d._init) == before
 
 
+def test_native_ops_compute_the_same_function_on_the_cpu(G, w0):
+    w = w0 + torch.from_numpy(np.random.RandomState(6).randn(G.w_dim)).float()
+    ref = PartialNetwork(G, w0, block="b16", layers="middle", device="cpu")
+    native = PartialNetwork(G, w0, block="b16", layers="middle", device="cpu", reference_ops=False)
+    assert torch.equal(native(w), ref(w))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_partial_network_agrees_with_the_cpu(G, w0):
     import copy
+    from extensions.paths import local_basis
     net_cpu = PartialNetwork(copy.deepcopy(G), w0, block="b16", device="cpu")
     net = PartialNetwork(copy.deepcopy(G), w0, block="b16", device="cuda")
     v = torch.from_numpy(np.random.RandomState(3).randn(G.w_dim)).float()
@@ -209,6 +217,12 @@ def test_cuda_partial_network_agrees_with_the_cpu(G, w0):
     _, jv_cpu = torch.func.jvp(net_cpu, (w0,), (v,))
     torch.testing.assert_close(out.cpu(), net_cpu(w0), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(jv.cpu(), jv_cpu, rtol=1e-3, atol=1e-4)
+    # The network's own CUDA kernels, differentiated by double backward, give the same basis.
+    native = PartialNetwork(net.G, w0, block="b16", device="cuda", reference_ops=False)
+    a = local_basis(net, w0, rank=4, device="cuda")
+    b = local_basis(native, w0, rank=4, device="cuda", engine="autograd")
+    torch.testing.assert_close(a.singular_values, b.singular_values, rtol=1e-3, atol=1e-5)
+    assert (a.basis.T @ b.basis).diagonal().abs().min() > 0.999
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ whose basis is taken.
 **Numerics.** The partial forward runs in float32 (``force_fp32``), with constant noise and the stylegan
 ops' pure-torch reference implementations, which torch.func's jvp/vjp/vmap can differentiate (the custom
 CUDA kernels cannot). On the CPU this is what a full forward computes, bit for bit; on CUDA, layers that a
-full forward runs in float16 agree to float16 rounding. :meth:`PartialNetwork.images` runs the network's
+full forward runs in float16 agree to float16 rounding. ``reference_ops=False`` keeps the CUDA kernels
+(for large networks; differentiate them with ``local_basis(..., engine="autograd")``). :meth:`PartialNetwork.images` runs the network's
 own full forward (float16 where it uses it, custom kernels), as ``gen_images.py`` does, so the base
 latent's image is ``gen_images.py``'s image of the seed.
 
@@ -249,6 +250,10 @@ class PartialNetwork:
         Synthesis noise; 'const' (default) makes the function deterministic.
     device : str or torch.device, optional
         None: CUDA when available, else CPU. ``G`` is moved there (in place, as ``Module.to``).
+    reference_ops : bool
+        Run stylegan's custom ops as pure torch (default), which torch.func differentiates. False keeps the
+        network's CUDA kernels (faster, less memory at high resolution); their Jacobian products then need
+        ``local_basis(..., engine="autograd")`` (double backward).
 
     Attributes
     ----------
@@ -267,7 +272,8 @@ class PartialNetwork:
         ``w0`` of the wrong shape or with NaN/inf.
     """
 
-    def __init__(self, G, w0, *, block="auto", layers: str = "all", noise_mode: str = "const", device=None):
+    def __init__(self, G, w0, *, block="auto", layers: str = "all", noise_mode: str = "const", device=None,
+                 reference_ops: bool = True):
         if noise_mode not in ("const", "none", "random"):
             raise HubnessError(f"noise_mode {noise_mode!r} is not one of const, none, random")
         self.layout = synthesis_layout(G)
@@ -279,6 +285,7 @@ class PartialNetwork:
         self.layers = layers
         self.rows = rows
         self.noise_mode = noise_mode
+        self.reference_ops = bool(reference_ops)
         index = _resolve_block(self.layout, block, layers)
         self.block = self.layout.blocks[index]
         self._module = self.G.synthesis.input if self.block == "input" else getattr(self.G.synthesis, self.block)
@@ -312,7 +319,7 @@ class PartialNetwork:
 
         handle = module.register_forward_hook(stop)
         try:
-            with reference_ops():
+            with reference_ops() if self.reference_ops else contextlib.nullcontext():
                 self.G.synthesis(ws, noise_mode=self.noise_mode, force_fp32=True)
         except _Reached as reached:
             return reached.output[0]
