@@ -272,7 +272,8 @@ def test_curve_traversal_first_step_follows_the_local_direction(one_thread):
     calls = []
     for index in (0, 2):
         h = 0.05
-        path = curve_traversal(fn, w, index, 3, h, device="cpu", progress=lambda done, total: calls.append((done, total)))
+        path = curve_traversal(fn, w, index, 3, h, device="cpu",
+                               progress=lambda done, total: calls.append((done, total)))
         assert torch.equal(path[3], w)
         plus, minus = path[4].double() - w.double(), path[2].double() - w.double()
         v = V[:, index] * (1 if float(plus @ V[:, index]) > 0 else -1)           # the SVD's sign is arbitrary

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Optional
