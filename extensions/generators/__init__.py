@@ -4,6 +4,7 @@
 ``digits``      the embedded networks (``digits``, ``digits-w512``; the default)
 ``module``      ``module:callable``: any ``torch.nn.Module`` ``G(z[, c])`` with ``z_dim`` (Z-space hub values)
 ``biggan``      BigGAN-deep through ``pytorch-pretrained-biggan``: ``biggan-deep-128|256|512`` or a folder
+``studiogan``   StudioGAN runs (``CONFIG.yaml:CHECKPOINT.pth`` or a folder) through a checkout's own code
 ``stylegan``    stylegan3 / stylegan2-ada network pickles (path or URL): every value no other source claims
 ==============  =========================================================================================
 
@@ -18,12 +19,14 @@ from .stylegan import StyleGANSource
 from .digits import DigitsSource
 from .module import ModuleSource
 from .biggan import BigGANAdapter, BigGANGenerator, BigGANSource, load_biggan
+from .studiogan import StudioGANAdapter, StudioGANGenerator, StudioGANSource, load_studiogan
 
-for _source in (StyleGANSource(), DigitsSource(), ModuleSource(), BigGANSource()):
+for _source in (StyleGANSource(), DigitsSource(), ModuleSource(), BigGANSource(), StudioGANSource()):
     register_source(_source)
 
 __all__ = [
     "NetworkSource", "load_discriminator", "load_generator", "network_identity", "register_source",
     "source_for", "sources", "StyleGANSource", "DigitsSource", "ModuleSource", "BigGANSource",
-    "BigGANAdapter", "BigGANGenerator", "load_biggan",
+    "BigGANAdapter", "BigGANGenerator", "load_biggan", "StudioGANSource", "StudioGANAdapter",
+    "StudioGANGenerator", "load_studiogan",
 ]
