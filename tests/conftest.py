@@ -28,6 +28,7 @@ def stylegan3_dir():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "needs_stylegan3: needs an NVlabs/stylegan3 checkout in STYLEGAN3_DIR")
+    config.addinivalue_line("markers", "needs_studiogan: needs a PyTorch-StudioGAN checkout in STUDIOGAN_DIR")
 
 
 def copy_checkout(source: Path, dest: Path) -> Path:
@@ -37,6 +38,11 @@ def copy_checkout(source: Path, dest: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("STUDIOGAN_DIR"):
+        skip_studiogan = pytest.mark.skip(reason="set STUDIOGAN_DIR to a POSTECH-CVLab/PyTorch-StudioGAN checkout to run")
+        for item in items:
+            if "needs_studiogan" in item.keywords:
+                item.add_marker(skip_studiogan)
     if stylegan3_dir() is not None:
         return
     skip = pytest.mark.skip(reason="set STYLEGAN3_DIR to an NVlabs/stylegan3 checkout (c233a91) to run")

@@ -82,8 +82,12 @@ _WHAT_TO_DO = ("pass --studiogan DIR or set STUDIOGAN_DIR to a clone of POSTECH-
 def set_checkout(directory) -> None:
     """Use ``directory`` as the StudioGAN checkout (the ``--studiogan`` option): it becomes
     ``$STUDIOGAN_DIR``, so that processes started later (``--gpus``) find it too."""
+    global _FROM_OPTION
     if directory is not None and str(directory) != "":
-        os.environ[ENV_VAR] = str(directory)
+        os.environ[ENV_VAR] = _FROM_OPTION = str(directory)
+
+
+_FROM_OPTION: Optional[str] = None
 
 
 def find_checkout(directory=None, *, environ=None) -> Path:
@@ -98,7 +102,8 @@ def find_checkout(directory=None, *, environ=None) -> Path:
     if directory is not None and str(directory) != "":
         given, source = directory, "--studiogan"
     elif environ.get(ENV_VAR):
-        given, source = environ[ENV_VAR], ENV_VAR
+        given = environ[ENV_VAR]
+        source = "--studiogan" if given == _FROM_OPTION else ENV_VAR
     else:
         raise CheckoutNotFoundError(f"StudioGAN code not found: {ENV_VAR} is not set; {_WHAT_TO_DO}")
     root = Path(os.path.expanduser(str(given))).resolve()

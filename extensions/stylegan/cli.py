@@ -138,13 +138,28 @@ _OPTIONS = [
 ]
 
 
+def _use_studiogan(ctx, param, value):
+    if value is not None:
+        from ..generators.studiogan import set_checkout
+        set_checkout(value)
+    return value
+
+
+#: ``--studiogan DIR``: the StudioGAN checkout for StudioGAN runs; it sets ``$STUDIOGAN_DIR`` (eagerly, before
+#: the network loads) and passes no parameter to the command.
+studiogan_option = click.option("--studiogan", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                                expose_value=False, is_eager=True, callback=_use_studiogan,
+                                help="PyTorch-StudioGAN checkout, for --network CONFIG.yaml:CHECKPOINT.pth or a "
+                                     "StudioGAN run folder [default: $STUDIOGAN_DIR]")
+
+
 def add_hubness_options(f, names=None):
     """Add ``--sampler`` and the hubness options (parameters :data:`HUB_PARAMS`, or those of them in
-    ``names``) to a click command function."""
+    ``names``) to a click command function, and ``--studiogan`` (which passes no parameter)."""
     for name, option in reversed(list(zip(HUB_PARAMS, _OPTIONS))):
         if names is None or name in names:
             f = option(f)
-    return f
+    return studiogan_option(f)
 
 
 def hubness_options(*names):
