@@ -1,8 +1,10 @@
 """k-NN benchmark: the engine's exact path next to scikit-learn brute force and faiss IndexFlatL2.
 
 Every peer runs in the same process on the same data with the same thread count, and the table gives
-the engine's time as a ratio to each. Also times the approximate path (pynndescent) with its measured
-recall@k, and the engine's exact path at that size.
+the engine's time as a ratio to each and to the floor: a bfloat16 GEMM over the upper triangle of the
+n x n score matrix (n^2/2 * d multiply-adds, tiled, timed in the same run), the arithmetic no exact
+search can skip. Also times the approximate path (pynndescent) with its measured recall@k, and the
+engine's exact path at that size.
 
     python benchmarks/knn.py                       # n = 10k, 40k; approximate at 100k
     python benchmarks/knn.py --sizes 10000 --approx-n 0 --out table.md
@@ -21,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from extensions.knn import approximate_knn, exact_knn  # noqa: E402
+from knn_cuda import bf16_floor, rate  # noqa: E402
 
 
 def best_of(fn, repeats):
@@ -58,14 +61,16 @@ def main(argv=None):
     k = args.k
     lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"{threads} threads; d = {args.dim}, k = {k}, N(0, I) latents", "",
-             "| n | engine exact | sklearn brute | ratio | faiss IndexFlatL2 | ratio | same neighbours as faiss |",
-             "|---|---|---|---|---|---|---|"]
+             "| n | engine exact | floor (bf16 GEMM, upper triangle) | engine / floor | sklearn brute | ratio "
+             "| faiss IndexFlatL2 | ratio | same neighbours as faiss |",
+             "|---|---|---|---|---|---|---|---|---|"]
     exact_knn(torch.randn(2000, args.dim), k)  # warm-up: kernels, bf16 probe
     for n in args.sizes:
         x = torch.randn(n, args.dim, generator=torch.Generator().manual_seed(n))
         xn = x.numpy()
         reps = args.repeats if n < 20000 else 1
         t_eng, res = best_of(lambda: exact_knn(x, k), reps)
+        t_floor, flops = bf16_floor(n, args.dim, torch.device("cpu"), repeats=reps)
         t_sk, _ = best_of(lambda: NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(xn).kneighbors(xn), reps)
         if faiss is not None:
             def run_faiss():
@@ -79,7 +84,8 @@ def main(argv=None):
         else:
             fa_cols = "not installed | - | -"
         lines.append(f"| {n:,} | {t_eng:.2f} s ({res.info['precision']}, {res.info['fallback_rows']} rows "
-                     f"recomputed) | {t_sk:.2f} s | {t_eng / t_sk:.2f} | {fa_cols} |")
+                     f"recomputed) | {t_floor:.2f} s ({rate(flops)}) | {t_eng / t_floor:.2f} | {t_sk:.2f} s | "
+                     f"{t_eng / t_sk:.2f} | {fa_cols} |")
         print(lines[-1], flush=True)
     if args.approx_n:
         n = args.approx_n

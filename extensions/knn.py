@@ -37,8 +37,8 @@ from ._checks import HubnessError, as_latents, check_k, resolve_device
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET_MB = 512
-#: Pools at least this large use the approximate backend under ``backend="auto"`` (on CPU).
-AUTO_APPROX_MIN_N = 300_000
+#: Keyword arguments that configure only the approximate backend (``backend="auto"`` ignores them).
+APPROX_ONLY_KWARGS = ("recall_threshold", "on_low_recall", "recall_sample", "seed", "params")
 #: Extra screened candidates per row beyond k; only speed depends on it, never the result.
 DEFAULT_MARGIN = 12
 #: NN-descent parameters that reach recall@5 >= 0.95 on 512-d Gaussian latents (see benchmarks/knn.py).
@@ -435,6 +435,15 @@ def strict_matmul(device: torch.device):
 _TOPK_GROUP = 32
 
 
+def _gpu_plan(device: torch.device) -> bool:
+    """Whether the search is planned for a GPU: self-search by full row blocks, grouped block top-k.
+
+    On CUDA a block's top-k costs more than its GEMM, so work is arranged around reading each score once,
+    row-wise; on the CPU the GEMM dominates and the upper-triangle scheme halves it.
+    """
+    return device.type == "cuda"
+
+
 def _chunk_rows(dim: int, device: torch.device, cpu_elems: int, cuda_elems: int = 2 ** 22) -> int:
     """Rows per step of a row-chunked loop: cache-sized on the CPU, many MiB per kernel on CUDA, where
     each step costs kernel launches. No row's result depends on it."""
@@ -444,8 +453,8 @@ def _chunk_rows(dim: int, device: torch.device, cpu_elems: int, cuda_elems: int 
 def _block_topk(s: torch.Tensor, K: int, dim: int, grouped: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-K scores of a block along ``dim`` (unsorted; ties in any order), with their positions.
 
-    On CUDA, a full ``torch.topk`` over a wide block costs several passes over it; instead the block is
-    cut into groups of :data:`_TOPK_GROUP` entries along ``dim``, one pass takes each group's maximum, and
+    On CUDA, a full ``torch.topk`` over a wide block costs several passes over it; instead each row (or
+    column) is cut into groups of :data:`_TOPK_GROUP` entries, one pass takes each group's maximum, and
     only the entries of the K groups with the largest maxima are searched. That is exact: every entry
     outside those groups is <= the K-th largest group maximum, and the chosen groups hold K entries at
     least that large. The CPU keeps ``torch.topk`` (faster there).
@@ -467,7 +476,7 @@ def _block_topk(s: torch.Tensor, K: int, dim: int, grouped: Optional[bool] = Non
     length = s.shape[dim]
     groups = length // g
     if grouped is None:
-        grouped = s.device.type == "cuda"
+        grouped = _gpu_plan(s.device)
     if not grouped or groups < 4 * K:
         return torch.topk(s, K, dim=dim, largest=True, sorted=False)
     if dim == 0:
@@ -477,17 +486,25 @@ def _block_topk(s: torch.Tensor, K: int, dim: int, grouped: Optional[bool] = Non
 
 
 def _block_topk_rows(s: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-wise top-K of :func:`_block_topk` on CUDA; ``s`` may be a transposed view."""
+    """Row-wise top-K of :func:`_block_topk` on CUDA; ``s`` may be a transposed view.
+
+    Groups are chosen so that their maxima come from a reduction over a non-innermost dimension (one fast
+    pass; reducing contiguous runs of 32 entries is several times slower): interleaved columns
+    (``j, j + G, j + 2G, ...``) of a row-major block, consecutive rows of a transposed one.
+    """
     g = _TOPK_GROUP
     R, C = s.shape
     G = C // g
     body = s[:, :G * g]
+    step = torch.arange(g, device=s.device)
     if s.stride(1) == 1:
-        maxima = body.reshape(R, G, g).amax(2)
-    else:  # transposed view: reduce over the groups' rows of the underlying row-major block
+        maxima = body.reshape(R, g, G).amax(1)
+        top = torch.topk(maxima, K, dim=1, largest=True, sorted=False).indices
+        cols = (top[:, :, None] + step * G).view(R, K * g)
+    else:
         maxima = body.T.reshape(G, g, R).amax(1).T.contiguous()
-    top = torch.topk(maxima, K, dim=1, largest=True, sorted=False).indices
-    cols = (top[:, :, None] * g + torch.arange(g, device=s.device)).view(R, K * g)
+        top = torch.topk(maxima, K, dim=1, largest=True, sorted=False).indices
+        cols = (top[:, :, None] * g + step).view(R, K * g)
     v, j = torch.topk(s.gather(1, cols), K, dim=1, largest=True, sorted=False)
     i = cols.gather(1, j)
     if G * g < C:  # the tail that fills no group
@@ -532,6 +549,34 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
             v, i = _block_topk(s, min(K, r1 - r0), 0)
             best_s[c0:c1], best_i[c0:c1] = _merge(best_s[c0:c1], best_i[c0:c1], v.T, i.T + r0, K)
         yield r0, r1, best_s[r0:r1], best_i[r0:r1]
+
+
+def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
+    """Top-K screen scores of every latent among the others, each row block scored against all columns.
+
+    The GPU plan (:func:`_gpu_plan`): twice the GEMM of :func:`_symmetric_candidates`, but every score is
+    read once, row-wise, by the grouped block top-k. Yields what :func:`_symmetric_candidates` yields.
+    """
+    n = scr.left.shape[0]
+    elem = scr.left.element_size()
+    budget = int(memory_budget_mb * 2 ** 20)
+    rows = max(1, min(4096, n, math.isqrt(budget // elem)))
+    width = max(K + 1, budget // (elem * rows))
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        best_s = best_i = None
+        for c0 in range(0, n, width):
+            c1 = min(c0 + width, n)
+            s = torch.mm(scr.left[r0:r1], scr.right[c0:c1].T)
+            a, b = max(r0, c0), min(r1, c1)
+            if a < b:  # the block's own latents
+                s[a - r0:b - r0, a - c0:b - c0].diagonal().fill_(float("-inf"))
+            v, i = _block_topk(s, min(K, c1 - c0), 1)
+            if best_s is None:
+                best_s, best_i = v, i + c0
+            else:
+                best_s, best_i = _merge(best_s, best_i, v, i + c0, K)
+        yield r0, r1, best_s, best_i
 
 
 def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: float):
@@ -692,8 +737,11 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
         eps = (2 * b + gamma_ref * (approx + 2 * b).abs()) * (1 + 1e-9) + 1e-12 * (abs(offset) + approx.abs() + 1)
         return approx - eps, approx + eps
 
-    blocks = (_symmetric_candidates(db, K, memory_budget_mb) if self_search
-              else _rect_candidates(qs, db, qidx, K, memory_budget_mb))
+    if self_search:
+        plan = _row_candidates if _gpu_plan(device) else _symmetric_candidates
+        blocks = plan(db, K, memory_budget_mb)
+    else:
+        blocks = _rect_candidates(qs, db, qidx, K, memory_budget_mb)
     m = xq.shape[0]
     out_idx = torch.empty(m, k, dtype=torch.int64, device=device)
     out_dist = torch.empty(m, k, dtype=torch.float32, device=device)
@@ -912,14 +960,16 @@ def approximate_knn(latents, k: int, *, recall_threshold: float = 0.95, on_low_r
 def knn(latents, k: int, *, backend: str = "exact", device=None, **kwargs) -> KnnResult:
     """Self-k-NN of a pool with the chosen backend: 'exact', 'approx' or 'auto'.
 
-    'auto' picks exact unless the pool is on the CPU and has at least :data:`AUTO_APPROX_MIN_N` latents,
-    where NN-descent overtakes the blocked GEMM on a 2-core CPU (benchmarks/knn.py).
+    'auto' is the exact search: in every setting measured (512-d Gaussian latents and W of real mapping
+    networks, up to 100,000 latents on a 2-core CPU, and on CUDA, where exact search of 1,000,000 latents
+    takes seconds), NN-descent was slower than exact search or found fewer than 95% of the true neighbours
+    (benchmarks/knn_auto.py; the README's k-NN backends section has the figures). Keyword arguments that
+    only configure the approximate search (:data:`APPROX_ONLY_KWARGS`) are ignored under 'auto'.
     Extra keyword arguments go to :func:`exact_knn` or :func:`approximate_knn`.
     """
     if backend == "auto":
-        dev = resolve_device(device)
-        n = len(latents)
-        backend = "approx" if (dev.type == "cpu" and n >= AUTO_APPROX_MIN_N) else "exact"
+        backend = "exact"
+        kwargs = {key: value for key, value in kwargs.items() if key not in APPROX_ONLY_KWARGS}
     if backend == "exact":
         return exact_knn(latents, k, device=device, **kwargs)
     if backend == "approx":

@@ -173,3 +173,31 @@ def test_grouped_block_topk_equals_topk(shape, dim, monkeypatch):
     assert torch.equal(torch.sort(v.float(), dim).values, torch.sort(ref.float(), dim).values)
     assert torch.equal(s.gather(dim, i), v)
     assert bool((torch.sort(i, dim).values.diff(dim=dim) > 0).all())  # distinct positions
+
+
+def test_auto_is_exact_and_ignores_approximate_options():
+    x = integer_latents(400, 6, 8)
+    res = knn(x, 5, backend="auto", device="cpu", recall_threshold=0.99, on_low_recall="warn", precision="bf16")
+    assert res.backend == "exact" and res.recall is None
+    idx, dist = brute_knn(x, 5)
+    np.testing.assert_array_equal(res.indices.numpy(), idx)
+    np.testing.assert_array_equal(res.distances.numpy(), dist.astype(np.float32))
+
+
+@pytest.mark.parametrize("budget_mb", [512, 0.05])
+def test_gpu_plan_on_the_cpu_equals_brute_force(monkeypatch, budget_mb):
+    # The CUDA plan (full row blocks, grouped block top-k) run on the CPU: same neighbours and distances.
+    from extensions import knn as knn_module
+    monkeypatch.setattr(knn_module, "_gpu_plan", lambda device: True)
+    x = integer_latents(2600, 6, 9)  # wide enough for the grouped top-k, many ties
+    res = exact_knn(x, 5, precision="bf16", memory_budget_mb=budget_mb, device="cpu")
+    idx, dist = brute_knn(x, 5)
+    np.testing.assert_array_equal(res.indices.numpy(), idx)
+    np.testing.assert_array_equal(res.distances.numpy(), dist.astype(np.float32))
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(3000, 64, generator=g) @ (torch.randn(64, 64, generator=g) / 8) + 5
+    monkeypatch.undo()
+    ref = exact_knn(w, 5, precision="fp32", device="cpu")
+    monkeypatch.setattr(knn_module, "_gpu_plan", lambda device: True)
+    got = exact_knn(w, 5, precision="bf16", memory_budget_mb=budget_mb, device="cpu")
+    assert torch.equal(got.indices, ref.indices) and torch.equal(got.distances, ref.distances)
