@@ -42,6 +42,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 import types
 import warnings
 from pathlib import Path
@@ -280,6 +281,17 @@ def _read_checkpoint(path: Path, network: str) -> dict:
     return state
 
 
+def _reason(exc: BaseException) -> str:
+    """``Type: message`` of an exception from StudioGAN's code, or ``Type at file:line`` when it has no
+    message (its checks are bare asserts)."""
+    text = " ".join(str(exc).split())[:120]
+    if text:
+        return f"{type(exc).__name__}: {text}"
+    frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    where = f" at {Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno}" if frame else ""
+    return f"{type(exc).__name__}{where}"
+
+
 def build_run(config_path: Path, src: Path, network: str = ""):
     """StudioGAN's ``Configurations`` of ``config_path`` and its generator with fresh weights, built by
     ``load_generator_discriminator`` on the CPU. Returns (cfgs, Gen)."""
@@ -291,9 +303,8 @@ def build_run(config_path: Path, src: Path, network: str = ""):
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:
-        raise NetworkLoadError(f"{str(config_path)!r} is not a StudioGAN config ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:120]}); use the YAML the run was trained with",
-                               network) from exc
+        raise NetworkLoadError(f"{str(config_path)!r} is not a StudioGAN config ({_reason(exc)}); use the YAML the "
+                               f"run was trained with", network) from exc
     if getattr(cfgs.MODEL, "info_type", "N/A") != "N/A":
         raise NetworkLoadError(f"{str(config_path)!r} trains InfoGAN codes (MODEL.info_type "
                                f"{cfgs.MODEL.info_type!r}), whose latents are not standard normal; not supported",
@@ -312,8 +323,8 @@ def build_run(config_path: Path, src: Path, network: str = ""):
     except (KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:
-        raise NetworkLoadError(f"{str(config_path)!r} does not build a StudioGAN generator ({type(exc).__name__}: "
-                               f"{' '.join(str(exc).split())[:120]})", network) from exc
+        raise NetworkLoadError(f"{str(config_path)!r} does not build a StudioGAN generator ({_reason(exc)}); use "
+                               f"the YAML the run was trained with", network) from exc
     return cfgs, built[0]
 
 
