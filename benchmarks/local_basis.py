@@ -16,7 +16,9 @@ The partial network is :class:`extensions.paths.partial.PartialNetwork` (default
    random direction, for several t, and between the seeds of consecutive pairs; against the distance of two
    uniformly random subspaces of the same dimension (flat W: 0; unrelated subspaces: that baseline).
 3. *Hubs vs anti-hubs.* The full spectrum of the local basis (``gram``, all w_dim singular values) at the
-   ``--hubs`` largest and the ``--hubs`` smallest hub values of the pool, and at the random seeds:
+   ``--hubs`` largest and the ``--hubs`` smallest hub values of the pool, at the random seeds, and at one
+   non-hub per hub (hub value at most the pool's median) at the hub's distance to w_avg (hubs lie near
+   w_avg, so this control separates hubness from that distance):
    sigma_1, sigma_5 / sigma_1, the share of ``sum sigma^2`` in the top 5, and the effective rank
    ``exp(H(p))``, ``p = sigma / sum sigma`` (Roy & Vetterli 2007).
 4. *Time* per local basis on the CPU (full ``gram`` basis and top-``--directions`` ``krylov`` basis).
@@ -53,7 +55,9 @@ from extensions.render import atomic_file  # noqa: E402
 DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "local_basis.md")
 #: Perturbation sizes of the warpage curve, in typical W distances.
 WARP_DISTANCES = (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
-GROUPS = ("random", "hubs", "anti-hubs")
+GROUPS = ("random", "hubs", "anti-hubs", "matched non-hubs")
+#: Comparisons of the geometry table and findings: (group, control).
+CONTRASTS = (("hubs", "anti-hubs"), ("hubs", "matched non-hubs"))
 GEOMETRY = ("sigma_1", "sigma_5 / sigma_1", "top-5 energy", "effective rank")
 
 
@@ -79,6 +83,18 @@ def geometry(singular_values: torch.Tensor) -> dict:
     energy = s ** 2
     return {"sigma_1": float(s[0]), "sigma_5 / sigma_1": float(s[min(4, len(s) - 1)] / s[0]),
             "top-5 energy": float(energy[:5].sum() / energy.sum()), "effective rank": math.exp(entropy)}
+
+
+def matched_controls(targets: np.ndarray, candidates: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """For each target, the unused candidate whose ``radius`` (distance to w_avg) is nearest (ties: lower index)."""
+    free = np.ones(len(candidates), dtype=bool)
+    out = []
+    for i in targets:
+        gap = np.where(free, np.abs(radius[candidates] - radius[i]), np.inf)
+        j = int(np.argmin(gap))
+        free[j] = False
+        out.append(candidates[j])
+    return np.asarray(out)
 
 
 def random_subspace_distance(d: int, r: int, samples: int, gen: torch.Generator) -> tuple:
@@ -118,6 +134,8 @@ def run(args) -> dict:
     chosen = {"random": rng.choice(len(pool.seeds), args.seeds, replace=False),
               "hubs": select_top(m, args.hubs),
               "anti-hubs": np.argsort(m, kind="stable")[:args.hubs]}
+    radius = torch.linalg.vector_norm(latents - w_avg, dim=1).numpy()
+    chosen["matched non-hubs"] = matched_controls(chosen["hubs"], np.flatnonzero(m <= np.median(m)), radius)
     d, r, steps = latents.shape[1], args.directions, args.steps
     h = args.max_distance * typical / steps
 
@@ -252,18 +270,20 @@ def warp_table(warp, seed_pairs, baseline, r) -> str:
 
 
 def geometry_table(spectra, hubs) -> str:
-    lines = ["Local geometry of hubs and anti-hubs (full local basis; mean ± sd)", "",
+    lines = ["Local geometry of hubs and anti-hubs (full local basis; mean ± sd). Matched non-hubs: for each hub, "
+             "the latent of the pool with m at most the median whose ‖w - w_avg‖ is nearest to the hub's.", "",
              "| latents | n | hub value m | ‖w - w_avg‖ ÷ typical | " + " | ".join(GEOMETRY) + " |",
              "|---|---|---|---|" + "---|" * len(GEOMETRY)]
     for group in GROUPS:
         s = spectra[group]
         cells = [f"{a:.3f} ± {b:.3f}" for a, b in (mean_sd(s[c]) for c in ("|w - w_avg|",) + GEOMETRY)]
         lines.append(f"| {group} | {len(s['m'])} | {np.mean(s['m']):.1f} | " + " | ".join(cells) + " |")
-    cells = []
-    for c in ("|w - w_avg|",) + GEOMETRY:
-        diff, se = welch(spectra["hubs"][c], spectra["anti-hubs"][c])
-        cells.append(f"{diff:+.3f} ± {se:.3f}")
-    lines.append("| hubs - anti-hubs (± se) | | | " + " | ".join(cells) + " |")
+    for group, control in CONTRASTS:
+        cells = []
+        for c in ("|w - w_avg|",) + GEOMETRY:
+            diff, se = welch(spectra[group][c], spectra[control][c])
+            cells.append(f"{diff:+.3f} ± {se:.3f}")
+        lines.append(f"| {group} - {control} (± se) | | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -303,15 +323,18 @@ def findings(conf, warp, seed_pairs, baseline, spectra, steps, r) -> str:
                f"{WARP_DISTANCES[-1]:g}" + (f", {np.mean(seed_pairs['geodesic']):.3f} between two seeds"
                                             if seed_pairs["geodesic"] else "")
                + f"; two random top-{r} subspaces: {baseline[0]:.3f}.")
-    for c in ("effective rank", "top-5 energy", "sigma_1"):
-        diff, se = welch(spectra["hubs"][c], spectra["anti-hubs"][c])
-        verdict = "differ" if abs(diff) > 2 * se else "do not differ beyond 2 standard errors"
-        out.append(f"* Hubs and anti-hubs {verdict} in {c}: {np.mean(spectra['hubs'][c]):.3f} vs "
-                   f"{np.mean(spectra['anti-hubs'][c]):.3f} ({diff:+.3f} ± {se:.3f}).")
     diff, se = welch(spectra["hubs"]["|w - w_avg|"], spectra["anti-hubs"]["|w - w_avg|"])
-    out.append(f"* (Hubs lie {'closer to' if diff < 0 else 'farther from'} w_avg: ‖w - w_avg‖ ÷ typical "
-               f"{np.mean(spectra['hubs']['|w - w_avg|']):.3f} vs {np.mean(spectra['anti-hubs']['|w - w_avg|']):.3f}; "
-               "a difference in local geometry may come with it.)")
+    out.append(f"* Hubs lie {'closer to' if diff < 0 else 'farther from'} w_avg than anti-hubs: ‖w - w_avg‖ ÷ "
+               f"typical {np.mean(spectra['hubs']['|w - w_avg|']):.3f} vs "
+               f"{np.mean(spectra['anti-hubs']['|w - w_avg|']):.3f} ({diff:+.3f} ± {se:.3f}); the matched non-hubs "
+               f"have {np.mean(spectra['matched non-hubs']['|w - w_avg|']):.3f}, so a difference that remains "
+               "against them is not one of distance to w_avg.")
+    for group, control in CONTRASTS:
+        for c in ("effective rank", "top-5 energy", "sigma_1"):
+            diff, se = welch(spectra[group][c], spectra[control][c])
+            verdict = "differ" if abs(diff) > 2 * se else "do not differ beyond 2 standard errors"
+            out.append(f"* {group.capitalize()} and {control} {verdict} in {c}: {np.mean(spectra[group][c]):.3f} "
+                       f"vs {np.mean(spectra[control][c]):.3f} ({diff:+.3f} ± {se:.3f}).")
     return "\n".join(out)
 
 

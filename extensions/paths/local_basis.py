@@ -9,18 +9,20 @@ span the directions in which ``fn`` changes most; a few carry almost all of the 
 ``J`` never exists whole: every computation applies ``J^T J`` to a block of directions, ``J Q`` by
 forward-mode products (``torch.func.jvp``, vmapped over the directions) and ``J^T (J Q)`` by reverse-mode
 ones (``torch.func.vjp``), in chunks whose ``m x chunk`` float32 outputs fit ``memory_budget_mb``.
-Two methods (:func:`local_basis`, ``method=``):
+The methods (:func:`local_basis`, ``method=``):
 
 * ``gram``: ``J^T J`` applied to the d unit vectors gives the d x d Gram matrix, accumulated chunk by
-  chunk in float64 and eigendecomposed in float64. Exact up to float32 rounding of the products; d
-  Jacobian-vector products.
+  chunk in float64 and eigendecomposed in float64; d products. Exact up to the float32 rounding of the
+  products, which the Gram matrix squares: a singular value sigma_i is off by at most about
+  ``eps * sigma_1^2 / sigma_i`` (eps ~ 1e-7), so small ones are accurate only to ~ 3e-4 sigma_1.
 * ``krylov``: block Lanczos with full reorthogonalisation (randomized block Krylov with Rayleigh-Ritz),
   for ``rank << d``. A seeded Gaussian block of ``rank + oversample`` directions is multiplied by
   ``J^T J`` repeatedly; each product is orthogonalised against all earlier blocks, and the Ritz pairs of
   ``J^T J`` on the span are refined until every requested pair has a residual ``|J^T J v - theta v|``
-  below ``tol * theta_1``. Converges much faster than power iteration when the spectrum decays, as
-  local bases of GANs do. Once the span reaches all d dimensions the Rayleigh-Ritz step is exact, so the
-  method never costs more than about one ``gram`` and never returns an unconverged basis.
+  below ``tol * theta_1``. It needs far fewer than d products when the leading singular values stand
+  apart from the rest (Krylov spaces converge much faster than power iteration). Once the span reaches
+  all d dimensions the Rayleigh-Ritz step is exact, so the method never costs more than about one
+  ``gram`` and never returns an unconverged basis (with ``max_products`` it raises instead).
 * ``auto`` (default): ``krylov`` when a rank is given, four blocks still hold fewer than d directions and
   the d directions do not fit one chunk (then ``gram`` is a single batched call, faster than the sequence
   of Krylov blocks); else ``gram``.
