@@ -5,6 +5,10 @@
     python -m extensions.patches check  --stylegan3 ~/stylegan3
     python -m extensions.patches apply  --stylegan3 ~/stylegan3
     python -m extensions.patches revert --stylegan3 ~/stylegan3
+    python -m extensions.patches apply  --studiogan ~/PyTorch-StudioGAN
+
+``studiogan*.patch`` files go to the PyTorch-StudioGAN checkout of ``--studiogan``, the others to the
+stylegan3 checkout; with both options every patch of both is checked before either is written.
 
 Every patch file is checked before anything is written: each is either applied already, applicable, or
 in conflict (the checkout differs from what the patch expects). One conflict stops the command with
@@ -27,6 +31,9 @@ from ._checks import HubnessError
 
 #: The patches shipped with the project (a source checkout or editable install).
 DEFAULT_PATCH_DIR = Path(__file__).resolve().parent.parent / "patches"
+
+#: Which checkout a patch file belongs to: ``studiogan*.patch`` to PyTorch-StudioGAN, the rest to stylegan3.
+TOOLKITS = ("stylegan3", "studiogan")
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
@@ -210,15 +217,18 @@ def _read(root: Path, rel: str) -> Optional[str]:
         return f.read()
 
 
-def patch_files(patch_dir=None) -> list:
-    """The ``*.patch`` files of ``patch_dir`` (default: the project's ``patches/``), sorted by name."""
+def patch_files(patch_dir=None, toolkit: str = "stylegan3") -> list:
+    """The ``*.patch`` files of ``patch_dir`` (default: the project's ``patches/``) for ``toolkit``
+    (:data:`TOOLKITS`), sorted by name."""
+    if toolkit not in TOOLKITS:
+        raise PatchError(f"unknown toolkit {toolkit!r}; use {' or '.join(TOOLKITS)}")
     patch_dir = Path(patch_dir) if patch_dir is not None else DEFAULT_PATCH_DIR
     if not patch_dir.is_dir():
         raise PatchError(f"patch folder {str(patch_dir)!r} not found; pass --patch-dir (the patches/ folder of a "
                          f"stylegan3-hubness clone)")
-    files = sorted(patch_dir.glob("*.patch"))
+    files = [f for f in sorted(patch_dir.glob("*.patch")) if f.name.startswith("studiogan") == (toolkit == "studiogan")]
     if not files:
-        raise PatchError(f"no *.patch files in {str(patch_dir)!r}")
+        raise PatchError(f"no {'studiogan*' if toolkit == 'studiogan' else '*'}.patch files in {str(patch_dir)!r}")
     return files
 
 
@@ -271,8 +281,8 @@ def examine(root, patches: list, contents: dict, *, reverse: bool = False) -> li
     return states
 
 
-def run(command: str, root, patch_dir=None) -> list:
-    """Check, apply or revert every patch of ``patch_dir`` on the checkout ``root``.
+def run(command: str, root, patch_dir=None, toolkit: str = "stylegan3") -> list:
+    """Check, apply or revert every patch of ``patch_dir`` for ``toolkit`` on the checkout ``root``.
 
     Returns
     -------
@@ -289,8 +299,8 @@ def run(command: str, root, patch_dir=None) -> list:
         raise PatchError(f"unknown command {command!r}; use check, apply or revert")
     root = Path(root)
     if not root.is_dir():
-        raise PatchError(f"checkout {str(root)!r} is not a directory; pass --stylegan3 DIR")
-    patches = patch_files(patch_dir)
+        raise PatchError(f"checkout {str(root)!r} is not a directory; pass --{toolkit} DIR")
+    patches = patch_files(patch_dir, toolkit)
     reverse = command == "revert"
     contents = {}
     states = examine(root, list(reversed(patches)) if reverse else patches, contents, reverse=reverse)
@@ -348,12 +358,21 @@ def main(argv=None) -> int:
     parser.add_argument("command", choices=("check", "apply", "revert"))
     parser.add_argument("--stylegan3", metavar="DIR", default=None,
                         help="the stylegan3 checkout [default: $STYLEGAN3_DIR, else the current folder]")
+    parser.add_argument("--studiogan", metavar="DIR", default=None,
+                        help="a PyTorch-StudioGAN checkout, for the studiogan*.patch files")
     parser.add_argument("--patch-dir", metavar="DIR", default=None,
                         help=f"folder of *.patch files [default: {DEFAULT_PATCH_DIR}]")
     args = parser.parse_args(argv)
-    root = args.stylegan3 or os.environ.get("STYLEGAN3_DIR") or "."
+    targets = [("studiogan", args.studiogan)] if args.studiogan else []
+    if args.stylegan3 or not args.studiogan:
+        targets.insert(0, ("stylegan3", args.stylegan3 or os.environ.get("STYLEGAN3_DIR") or "."))
     try:
-        lines = run(args.command, root, args.patch_dir)
+        if args.command != "check" and len(targets) > 1:  # all or nothing over both checkouts
+            conflicts = [line for toolkit, root in targets for line in run("check", root, args.patch_dir, toolkit)
+                         if "CONFLICT" in line]
+            if conflicts:
+                raise PatchError("; ".join(conflicts) + "; nothing was changed")
+        lines = [line for toolkit, root in targets for line in run(args.command, root, args.patch_dir, toolkit)]
     except PatchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

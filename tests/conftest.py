@@ -39,7 +39,7 @@ def copy_checkout(source: Path, dest: Path) -> Path:
 
 def pytest_collection_modifyitems(config, items):
     if not os.environ.get("STUDIOGAN_DIR"):
-        skip_studiogan = pytest.mark.skip(reason="set STUDIOGAN_DIR to a POSTECH-CVLab/PyTorch-StudioGAN checkout to run")
+        skip_studiogan = pytest.mark.skip(reason="set STUDIOGAN_DIR to a PyTorch-StudioGAN checkout to run")
         for item in items:
             if "needs_studiogan" in item.keywords:
                 item.add_marker(skip_studiogan)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from scipy import stats
 
+from extensions._checks import HubnessError
 from extensions.generators import studiogan as S
 from extensions.render import load_png
 from extensions.stylegan.loader import load_network
@@ -300,3 +301,94 @@ def test_stylegan2_hub_seeds_in_w_and_images(stylegan2_run, tmp_path):
         with torch.no_grad():  # StudioGAN's Generator.forward: mapping with psi (w_avg), then synthesis
             img = G(z, c, truncation_psi=psi, noise_mode="const")[0]
         assert np.abs(load_png(out / f"seed{seed:04d}.png").astype(int) - to_uint8(img).astype(int)).max() <= 1
+
+
+# ------------------------------------------------------------------------------------------------------
+# The patch: --sampler and the hub options inside StudioGAN's evaluation.
+
+HOOK_SCRIPT = """
+import argparse, sys
+import numpy as np, torch
+from pathlib import Path
+from extensions.generators import studiogan as S, studiogan_eval as hub
+src = Path(sys.argv[1]) / "src"
+modules = S.activate(src)
+parser = argparse.ArgumentParser()
+hub.add_arguments(parser)
+hub.configure(parser.parse_args(["--sampler", "hubness", "--hub_t", sys.argv[3], "--hub_pool_size", "60"]))
+import utils.sample as sample
+assert sample.hub is hub  # the patched module took the hook
+G = S.load_studiogan(sys.argv[2], "cpu", sys.argv[1])
+cfgs = modules["config"].Configurations(str(next(Path(sys.argv[2]).glob("*.yaml"))))
+cfgs.RUN.langevin_sampling = False
+out = {}
+for batch in range(2):
+    images, labels = sample.generate_images(
+        z_prior="gaussian", truncation_factor=0.8, batch_size=4, z_dim=8, num_classes=3, y_sampler="totally_random",
+        radius="N/A", generator=G.studiogan, discriminator=None, is_train=False, LOSS=cfgs.LOSS, RUN=cfgs.RUN,
+        MODEL=cfgs.MODEL, is_stylegan=False, generator_mapping=None, generator_synthesis=None, style_mixing_p=0.0,
+        device="cpu", stylegan_update_emas=False, cal_trsp_cost=False)[:2]
+    out[f"images{batch}"], out[f"labels{batch}"] = images.numpy(), labels.numpy()
+out["seeds"] = np.array(hub.stream(8).taken)
+np.savez(sys.argv[4], **out)
+"""
+
+
+@pytest.fixture(scope="module")
+def patched_checkout(tmp_path_factory):
+    from extensions import patches
+    root = tmp_path_factory.mktemp("patched") / "PyTorch-StudioGAN"
+    shutil.copytree(S.find_checkout(), root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    assert patches.run("apply", root, toolkit="studiogan") == [
+        "studiogan.patch: applied: src/main.py (+11 -0 lines), src/utils/sample.py (+8 -0 lines)"]
+    return root
+
+
+def test_patched_evaluation_renders_hub_latents(patched_checkout, run, tmp_path):
+    import tiny_networks
+    folder, G = run
+    seeds, t = np.arange(60), 7
+    idx, _ = brute_knn(np.concatenate([seed_z(s) for s in seeds]), 5)
+    m = np.bincount(idx.ravel(), minlength=len(seeds))
+    expected = seeds[m >= t][:8]  # every hub of the pool, in seed order
+    assert len(expected) == 8
+    script = tmp_path / "hook.py"
+    script.write_text(HOOK_SCRIPT)
+    result = tiny_networks.run_python([script, patched_checkout, folder, t, tmp_path / "out.npz"])
+    assert result.returncode == 0, result.stderr
+    out = np.load(tmp_path / "out.npz")
+    assert out["seeds"].tolist() == expected.tolist()
+    for batch in range(2):
+        for row in range(4):
+            seed = expected[4 * batch + row]
+            label = int(out[f"labels{batch}"][row])
+            direct = direct_image(G, truncated(seed_z(seed), 0.8), label).numpy()
+            assert np.allclose(out[f"images{batch}"][row], direct, atol=1e-5), (batch, row)
+
+
+def test_hook_options_and_unpatched_sampling(monkeypatch, capsys):
+    import argparse
+    from extensions.generators import studiogan_eval as hub
+    monkeypatch.setenv(hub.ENV_VAR, "")  # configure() sets it: removed after the test
+    parser = argparse.ArgumentParser()
+    hub.add_arguments(parser)
+    assert hub.configure(parser.parse_args([])) is None  # --sampler random: StudioGAN's own latents
+    zs = torch.randn(3, 8)
+    assert hub.eval_latents(zs, 0.5) is zs
+    with pytest.raises(SystemExit) as exc:
+        hub.configure(parser.parse_args(["--sampler", "hubness", "--hub_k", "0"]))
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "error: --hub_k 0 must be at least 1 and below --hub_pool_size 10000\n"
+    config = hub.configure(parser.parse_args(["--sampler", "hubness-lq", "--hub_t_lq", "0", "--hub_pool_size", "30",
+                                              "--hub_max_pools", "2"]))
+    assert config["sampler"] == "hubness-lq"
+    # Anti-hubs (m = 0) of the two pools 0-29 and 30-59, each pool with its own k-NN.
+    m = np.concatenate([np.bincount(brute_knn(np.concatenate([seed_z(s) for s in range(a, a + 30)]), 5)[0].ravel(),
+                                    minlength=30) for a in (0, 30)])
+    wanted = [s for s in range(60) if m[s] == 0]
+    got = hub.eval_latents(torch.zeros(len(wanted), 8, dtype=torch.float64)).numpy()
+    assert np.array_equal(got, np.concatenate([seed_z(s) for s in wanted]))
+    hub.configure(parser.parse_args(["--sampler", "hubness", "--hub_t", "1000", "--hub_pool_size", "30",
+                                     "--hub_max_pools", "2"]))
+    with pytest.raises(HubnessError, match="2 pools of 30 seeds yielded 0 of the 1 latents with m >= 1000 a batch"):
+        hub.eval_latents(torch.zeros(1, 8))

@@ -310,8 +310,8 @@ def build_run(config_path: Path, src: Path, network: str = ""):
                                f"{cfgs.MODEL.info_type!r}), whose latents are not standard normal; not supported",
                                network)
     if getattr(cfgs.MODEL, "z_prior", "gaussian") != "gaussian":
-        raise NetworkLoadError(f"{str(config_path)!r} draws latents from a {cfgs.MODEL.z_prior!r} prior (MODEL.z_prior); "
-                               f"only gaussian runs are supported", network)
+        raise NetworkLoadError(f"{str(config_path)!r} draws latents from a {cfgs.MODEL.z_prior!r} prior "
+                               f"(MODEL.z_prior); only gaussian runs are supported", network)
     cfgs.RUN.mixed_precision = False
     try:
         # StudioGAN's Ema prints to stdout when it copies the generator.
@@ -385,10 +385,13 @@ def check_truncation(t) -> float:
 
 
 def truncate_normal(z: torch.Tensor, t: float) -> torch.Tensor:
-    """The quantile map of the standard normal onto the normal truncated to [-t, t], per coordinate;
-    the identity for t = 1 (no truncation). Float64 arithmetic, result in ``z``'s dtype."""
-    if t == 1:
-        return z
+    """:func:`quantile_map` at ``--trunc t``: the identity for t = 1 (no truncation)."""
+    return z if t == 1 else quantile_map(z, t)
+
+
+def quantile_map(z: torch.Tensor, t: float) -> torch.Tensor:
+    """The quantile map of the standard normal onto the normal truncated to [-t, t], per coordinate
+    (StudioGAN's ``truncation_factor`` t > 0). Float64 arithmetic, result in ``z``'s dtype."""
     x = z.to(torch.float64)
     lo = torch.special.ndtr(torch.tensor(-t, dtype=torch.float64, device=z.device))
     u = lo + torch.special.ndtr(x) * (1 - 2 * lo)
