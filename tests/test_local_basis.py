@@ -4,6 +4,7 @@ one, Grassmannian distances against scipy's principal angles, linear and iterati
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -367,3 +368,36 @@ def test_krylov_that_cannot_converge_within_its_budget_says_so():
     # blocks of 2: 4 products are within the budget of 5, a third block would not be
     res = local_basis(fn, w, 2, method="krylov", oversample=0, max_products=30, tol=0.5, device="cpu")
     assert res.products <= 30 and res.products % 2 == 0
+
+
+# ------------------------------------------------------------------------------------- the benchmark, reduced
+
+def test_benchmark_reduced_writes_consistent_tables(stylegan_runtime, tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("local_basis_benchmark",
+                                                  tiny_networks.REPO_ROOT / "benchmarks" / "local_basis.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "lb.md"
+    assert bench.main(["--seeds", "2", "--hubs", "2", "--directions", "2", "--steps", "2", "--pool-size", "300",
+                       "--threads", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    for title in ("Classifier confidence along the traversals", "Warpage", "Local geometry", "Time per local basis",
+                  "What held"):
+        assert title in text
+    raw = json.loads(out.with_suffix(".json").read_text())
+    lin, it = np.asarray(raw["confidence"]["linear"]), np.asarray(raw["confidence"]["iterative"])
+    assert lin.shape == it.shape == (2, 2, 5)
+    # the centre and the first step each way are the same latents on both paths
+    np.testing.assert_allclose(lin[:, :, 1:4], it[:, :, 1:4], atol=1e-6)
+    disp = np.asarray(raw["displacement"])
+    np.testing.assert_allclose(disp[:, :, 3], raw["step_size"], rtol=1e-5)       # one step = step_size
+    assert max(raw["krylov_largest_angle"]) < 1e-3
+    spectra = raw["spectra"]
+    assert min(spectra["hubs"]["m"]) >= max(spectra["anti-hubs"]["m"])
+    np.testing.assert_allclose(spectra["matched non-hubs"]["|w - w_avg|"], spectra["hubs"]["|w - w_avg|"], atol=0.05)
+    assert all(0 < e <= 1 for e in spectra["random"]["top-5 energy"])
+    capsys.readouterr()
+    assert bench.main(["--steps", "0", "--out", str(tmp_path / "bad.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--steps" in err[0] and not (tmp_path / "bad.md").exists()
