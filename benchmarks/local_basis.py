@@ -10,7 +10,8 @@ The partial network is :class:`extensions.paths.partial.PartialNetwork` (default
    / steps, where the typical W distance is the pool's mean ``|w - w_avg|``. Every image (the full
    generator, the moved latent in every ws row) is judged by the embedded classifier (largest softmax
    probability, images converted to uint8 as ``benchmarks/quality.py`` does). Both paths have the same
-   arc length at step s; the curve's straight-line displacement from the seed is shorter where it bends.
+   arc length at step s; the curve's straight-line displacement from the seed is shorter where it bends,
+   so the line is also judged only as far from the seed as the curve got ("same displacement").
 2. *Warpage.* The Grassmannian distance (geodesic and projection, :func:`grassmann_distance`) between the
    top-``--directions`` local subspaces at each seed and at the seed moved by ``t`` x typical distance in a
    random direction, for several t, and between the seeds of consecutive pairs; against the distance of two
@@ -156,7 +157,7 @@ def run(args) -> dict:
           f"{torch.get_num_threads()} threads", flush=True)
 
     # 1 + 2: traversals and warpage at the random seeds
-    conf = {"linear": np.zeros((args.seeds, r, 2 * steps + 1)), "iterative": np.zeros((args.seeds, r, 2 * steps + 1))}
+    conf = {k: np.zeros((args.seeds, r, 2 * steps + 1)) for k in ("linear", "iterative", "linear, same displacement")}
     displacement = np.zeros((args.seeds, r, 2 * steps + 1))
     warp = {t: {"geodesic": [], "projection": []} for t in WARP_DISTANCES}
     seed_pairs = {"geodesic": [], "projection": [], "distance": []}
@@ -175,7 +176,12 @@ def run(args) -> dict:
             line = linear_traversal(w0, top.basis[:, index], steps, h)
             conf["iterative"][n, index] = confidence(net.images(curve))
             conf["linear"][n, index] = confidence(net.images(line))
-            displacement[n, index] = torch.linalg.vector_norm(curve - w0, dim=1).numpy()
+            reach = torch.linalg.vector_norm(curve - w0, dim=1)
+            displacement[n, index] = reach.numpy()
+            # the straight line only as far from the seed as the curve got (the curve bends back towards it)
+            signs = torch.sign(torch.arange(-steps, steps + 1, dtype=torch.float32))
+            short = w0 + (signs * reach)[:, None] * top.basis[:, index]
+            conf["linear, same displacement"][n, index] = confidence(net.images(short))
         for t in WARP_DISTANCES:
             u = torch.randn(d, generator=gen)
             other = local_basis(net, w0 + t * typical * u / torch.linalg.vector_norm(u), r, device="cpu").basis
@@ -238,17 +244,21 @@ def run(args) -> dict:
 
 def traversal_table(conf, displacement, h, typical, steps) -> str:
     lines = ["Classifier confidence along the traversals (mean over seeds, directions and both sides; paired "
-             "difference iterative - linear: mean ± standard error over seeds)", "",
+             "difference iterative - linear: mean ± standard error over seeds). Linear at the same displacement: "
+             "the straight line only as far from the seed as the iterative curve got.", "",
              "| step | arc length ÷ typical | linear conf | iterative conf | iterative - linear | linear < 0.5 | "
-             "iterative < 0.5 | iterative displacement ÷ arc |", "|---|---|---|---|---|---|---|---|"]
+             "iterative < 0.5 | iterative displacement ÷ arc | linear conf, same displacement | iterative - that |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in range(steps + 1):
         cols = [steps - s, steps + s] if s else [steps]
         lin, it = conf["linear"][:, :, cols], conf["iterative"][:, :, cols]
         diff, se = mean_se((it - lin).mean(axis=(1, 2)))
+        same = conf["linear, same displacement"][:, :, cols]
+        diff2, se2 = mean_se((it - same).mean(axis=(1, 2)))
         disp = displacement[:, :, cols].mean() / (s * h) if s else float("nan")
         lines.append(f"| {s} | {s * h / typical:.3f} | {lin.mean():.3f} | {it.mean():.3f} | {diff:+.3f} ± {se:.3f} | "
                      f"{(lin < 0.5).mean():.1%} | {(it < 0.5).mean():.1%} | "
-                     + ("–" if not s else f"{disp:.3f}") + " |")
+                     + ("–" if not s else f"{disp:.3f}") + f" | {same.mean():.3f} | {diff2:+.3f} ± {se2:.3f} |")
     return "\n".join(lines)
 
 
@@ -316,6 +326,11 @@ def findings(conf, warp, seed_pairs, baseline, spectra, steps, r) -> str:
     out.append(f"* Iterative traversal stays realistic longer than the straight line (the seed's claim): {claim}: "
                f"confidence at the largest distance {conf['iterative'][:, :, far].mean():.3f} vs "
                f"{conf['linear'][:, :, far].mean():.3f} ({diff:+.3f} ± {se:.3f}).")
+    diff, se = mean_se((conf["iterative"][:, :, far] - conf["linear, same displacement"][:, :, far]).mean(axis=(1, 2)))
+    out.append(f"* ... and against the straight line only as far from the seed as the curve got "
+               f"({'higher' if diff > 2 * se else 'lower' if diff < -2 * se else 'no difference'} beyond 2 standard "
+               f"errors): {conf['iterative'][:, :, far].mean():.3f} vs "
+               f"{conf['linear, same displacement'][:, :, far].mean():.3f} ({diff:+.3f} ± {se:.3f}).")
     geo = [np.mean(warp[t]["geodesic"]) for t in WARP_DISTANCES]
     rising = all(b >= a for a, b in zip(geo, geo[1:]))
     out.append(f"* The local subspaces turn as W distance grows ({'monotonically' if rising else 'not monotonically'}"

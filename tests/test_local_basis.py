@@ -390,6 +390,8 @@ def test_benchmark_reduced_writes_consistent_tables(stylegan_runtime, tmp_path, 
     assert lin.shape == it.shape == (2, 2, 5)
     # the centre and the first step each way are the same latents on both paths
     np.testing.assert_allclose(lin[:, :, 1:4], it[:, :, 1:4], atol=1e-6)
+    same = np.asarray(raw["confidence"]["linear, same displacement"])
+    np.testing.assert_allclose(same[:, :, 1:4], lin[:, :, 1:4], atol=1e-4)
     disp = np.asarray(raw["displacement"])
     np.testing.assert_allclose(disp[:, :, 3], raw["step_size"], rtol=1e-5)       # one step = step_size
     assert max(raw["krylov_largest_angle"]) < 1e-3
