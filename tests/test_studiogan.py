@@ -124,6 +124,12 @@ def test_run_loads_the_saved_generator(run):
     assert state.keys() == theirs.keys() and all(torch.equal(state[k], theirs[k]) for k in theirs)
     pair = load_network(f"{folder / 'tiny.yaml'}:{folder / 'model=G-best-weights-step=40.pth'}", device="cpu")
     assert not torch.equal(pair.studiogan.linear0.weight_orig, G.linear0.weight_orig)  # the pair names G
+    bound = ours.bind_class(2)  # the report's figures take unconditional generators
+    assert bound.c_dim == 0 and bound.studiogan is ours.studiogan
+    with torch.no_grad():
+        assert torch.equal(bound(torch.from_numpy(seed_z(5)).float())[0], direct_image(G, seed_z(5), 2))
+    with pytest.raises(HubnessError, match="class 3 is out of range: this network has 3 classes"):
+        ours.bind_class(3)
 
 
 def test_random_sampler_renders_studiogans_images(run, tmp_path):

@@ -408,28 +408,44 @@ class StudioGANGenerator(torch.nn.Module):
         integer labels (n,).
     z_dim, c_dim : int
         Latent size and number of classes (one-hot labels (n, c_dim)); c_dim is 0 for runs without
-        class conditioning (``g_cond_mtd: W/O``).
+        class conditioning (``g_cond_mtd: W/O``) and once a class is bound (:meth:`bind_class`).
     num_classes, img_resolution, img_channels : int
+    class_idx : int or None
+        The bound class.
     backbone, name : str
     """
 
-    def __init__(self, studiogan: torch.nn.Module, cfgs, name: str = ""):
+    def __init__(self, studiogan: torch.nn.Module, cfgs, name: str = "", class_idx: Optional[int] = None):
         super().__init__()
         self.studiogan = studiogan
+        self.cfgs = cfgs
         self.z_dim = int(cfgs.MODEL.z_dim)
         self.num_classes = int(cfgs.DATA.num_classes)
-        self.c_dim = 0 if cfgs.MODEL.g_cond_mtd == "W/O" else self.num_classes
+        self.conditional = cfgs.MODEL.g_cond_mtd != "W/O"
+        self.class_idx = class_idx
+        self.c_dim = self.num_classes if self.conditional and class_idx is None else 0
         self.img_resolution = int(cfgs.DATA.img_size)
         self.img_channels = int(cfgs.DATA.img_channels)
         self.backbone = str(cfgs.MODEL.backbone)
         self.name = name
+
+    def bind_class(self, class_idx: int) -> "StudioGANGenerator":
+        """The same model as an unconditional generator of class ``class_idx`` (for code that takes
+        unconditional generators only, such as the report's figures); the weights are shared."""
+        if isinstance(class_idx, bool) or not isinstance(class_idx, (int, np.integer)) or \
+                not 0 <= class_idx < self.num_classes:
+            raise HubnessError(f"class {class_idx!r} is out of range: this network has {self.num_classes} classes, "
+                               f"use --class 0..{self.num_classes - 1}")
+        return StudioGANGenerator(self.studiogan, self.cfgs, self.name, int(class_idx)).train(self.training)
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0) -> torch.Tensor:
         """Images (n, C, H, W) in [-1, 1] of latents z (n, z_dim), as the samplers carry them (``t * z``
         at threshold ``truncation_psi`` = t), and one-hot labels c (n, c_dim)."""
         t = check_truncation(truncation_psi)
         z = truncate_normal(z / t, t) if t != 1 else z
-        if self.c_dim > 0:
+        if self.class_idx is not None:
+            labels = torch.full((len(z),), self.class_idx, dtype=torch.long, device=z.device)
+        elif self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
                 raise HubnessError(f"labels must be one-hot of shape (n, {self.c_dim})")
             labels = c.argmax(dim=1)
