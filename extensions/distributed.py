@@ -7,8 +7,8 @@ with one all-reduce and, when asked, the neighbour lists are gathered. Each row'
 the single-process search (float32 distances from differences, ties to the lower index, whatever the
 batch), so the hub values equal the single-process ones bit for bit.
 
-An approximate search (``backend='approx'``, or ``'auto'``) builds one graph over the whole pool, which
-does not split by rows: rank 0 runs it and the counts reach the other ranks through the same reduction.
+An approximate search (``backend='approx'``) builds one graph over the whole pool, which does not split
+by rows: rank 0 runs it and the counts reach the other ranks through the same reduction.
 
 :func:`shared_neighbors` is what :func:`extensions.hubness.compute_hubness` calls; :func:`spawn` starts
 ``N`` processes stylegan3-style (``calc_metrics.py --gpus N``) and :func:`process_group_from_env` joins
@@ -29,12 +29,13 @@ import torch
 import torch.distributed as dist
 
 from ._checks import HubnessError, resolve_device
-from .knn import exact_knn, knn
+from .knn import knn
 
 log = logging.getLogger(__name__)
 
-#: Backends whose rows split between ranks; the others run on rank 0 (see the module docstring).
-SPLIT_BACKENDS = ("exact",)
+#: Backends whose rows split between ranks ('auto' is the exact search, :func:`extensions.knn.knn`); the
+#: others run on rank 0 (see the module docstring).
+SPLIT_BACKENDS = ("exact", "auto")
 _BACKEND_CODES = {"exact": 0, "approx": 1, "auto": 2}
 
 
@@ -193,7 +194,7 @@ def shared_neighbors(x: torch.Tensor, k: int, *, include_self: bool = False, bac
         Neighbours per list, ``1 <= k < n``; under ``include_self`` each list is the latent itself then
         ``k - 1`` others.
     backend : {'exact', 'approx', 'auto'}
-        'exact' splits the rows between the ranks; the others run on rank 0 alone.
+        'exact' and 'auto' split the rows between the ranks; 'approx' runs on rank 0 alone.
     neighbors : bool
         Also gather every row's neighbours (an all_gather of n x k indices).
     device : torch.device, optional
@@ -218,10 +219,10 @@ def shared_neighbors(x: torch.Tensor, k: int, *, include_self: bool = False, bac
     failed = False
     try:
         if others == 0 or hi == lo:
-            rows = torch.empty(hi - lo, 0, dtype=torch.int64)
+            rows = torch.empty(hi - lo, others, dtype=torch.int64)
         elif split:
-            result = exact_knn(x, others, queries=x[lo:hi], query_indices=torch.arange(lo, hi, device=x.device),
-                               device=device, **knn_kwargs)
+            result = knn(x, others, backend=backend, queries=x[lo:hi],
+                         query_indices=torch.arange(lo, hi, device=x.device), device=device, **knn_kwargs)
             rows = result.indices.cpu()
         else:
             result = knn(x, others, backend=backend, device=device, **knn_kwargs)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tiny_networks
-from extensions import compute_hubness, exact_knn
+from extensions import KnnResult, compute_hubness, exact_knn
 from extensions import distributed
 from extensions.metrics.generator_features import SamplerSpec, generator_features
 from extensions.stylegan.loader import load_network
@@ -40,6 +40,22 @@ def _hub_worker(rank, folder):
         res = compute_hubness(case_data(n, d, seed), k, include_self=include_self, device="cpu")
         out[f"{name}_m"], out[f"{name}_nn"] = res.m, res.neighbors
         out[f"{name}_rows"] = np.array(res.info["rows"])
+    res = compute_hubness(case_data(101, 3, 0), 5, backend="auto", device="cpu")
+    out["auto_m"], out["auto_rows"] = res.m, np.array(res.info["rows"])
+    # One graph over the whole pool, as NN-descent builds it (its exact equivalent stands in: pynndescent's
+    # compilation alone takes minutes on a busy CPU): rank 0 alone searches, every rank gets the result.
+    calls, search = [], distributed.knn
+
+    def graph(x, k, *, backend, **kwargs):
+        calls.append(len(x))
+        found = search(x, k, backend="exact", **kwargs)
+        return KnnResult(found.indices, found.distances, "approx", 0.97, {})
+
+    distributed.knn = graph
+    res = compute_hubness(case_data(101, 3, 0), 5, backend="approx", device="cpu")
+    distributed.knn = search
+    out.update(approx_m=res.m, approx_nn=res.neighbors, approx_calls=np.array(calls),
+               approx_info=np.array([res.backend, str(res.recall)]))
     res = compute_hubness(case_data(101, 3, 0), 5, device="cpu", neighbors=False)
     out["no_nn_m"], out["no_nn_is_none"] = res.m, np.array(res.neighbors is None)
     own = compute_hubness(case_data(101, 3, 0), 5, device="cpu", distributed=False)
@@ -80,6 +96,22 @@ def test_shares_of_rows_searched_apart_equal_the_whole_search(world):
     np.testing.assert_array_equal(whole.numpy(), brute_knn(x, 6)[0])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("data", ["integers", "gaussian"])
+def test_on_cuda_shares_of_rows_equal_the_whole_search_and_the_cpu(data):
+    # pools of GPU size: the self-search (upper triangle) and the row-share search take different CUDA paths
+    rng = np.random.default_rng(0)
+    x = (rng.integers(-1, 2, size=(20011, 64)) if data == "integers" else rng.standard_normal((20011, 512)))
+    x = torch.as_tensor(x, dtype=torch.float32, device="cuda")
+    whole = exact_knn(x, 5, device="cuda").indices
+    parts = [exact_knn(x, 5, queries=x[lo:hi], query_indices=torch.arange(lo, hi, device="cuda"), device="cuda").indices
+             for lo, hi in (distributed.row_range(len(x), r, 3) for r in range(3))]
+    assert torch.equal(torch.cat(parts), whole)
+    rows = torch.arange(0, len(x), 97, device="cuda")  # a sample of rows on the CPU
+    cpu = exact_knn(x.cpu(), 5, queries=x[rows].cpu(), query_indices=rows.cpu(), device="cpu").indices
+    assert torch.equal(cpu, whole[rows].cpu())
+
+
 @pytest.mark.parametrize("name,n,d,k,include_self,seed", CASES)
 def test_two_processes_give_one_processs_hub_values_and_neighbours(two_ranks, name, n, d, k, include_self, seed):
     x = case_data(n, d, seed)
@@ -101,6 +133,17 @@ def test_neighbours_are_gathered_only_when_asked_and_distributed_false_stays_loc
         assert bool(out["no_nn_is_none"])
         np.testing.assert_array_equal(out["local_m"], single)
         assert not bool(out["local_has_rows"])
+
+
+def test_auto_splits_the_rows_and_an_approximate_graph_is_built_once_on_rank_0(two_ranks):
+    single = compute_hubness(case_data(101, 3, 0), 5, device="cpu")
+    for rank, out in enumerate(two_ranks):
+        np.testing.assert_array_equal(out["auto_m"], single.m)
+        assert tuple(out["auto_rows"]) == distributed.row_range(101, rank, 2)
+        np.testing.assert_array_equal(out["approx_m"], single.m)
+        np.testing.assert_array_equal(out["approx_nn"], single.neighbors)
+        assert out["approx_calls"].tolist() == ([101] if rank == 0 else [])
+        assert out["approx_info"].tolist() == ["approx", "0.97"]
 
 
 def test_ranks_holding_different_pools_all_refuse(two_ranks):
@@ -138,13 +181,13 @@ SPEC = dict(name="hubness", top=4, pool_size=151, seed=11, noise_mode="const")
 def _metric_worker(rank, folder):
     torch.set_num_threads(1)
     searched = []
-    search = distributed.exact_knn
+    search = distributed.knn
 
     def spy(x, k, *, queries=None, **kwargs):
         searched.append(len(queries))
         return search(x, k, queries=queries, **kwargs)
 
-    distributed.exact_knn = spy
+    distributed.knn = spy
     G = load_network("digits", device="cpu")
     sink = RankSink()
     out = generator_features(G, PixelDetector(), 10, spec=SamplerSpec(**SPEC), batch_size=4, sink=sink,
@@ -201,3 +244,23 @@ def test_gen_images_hub_gpus_errors_are_one_line(tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-3000:]
     assert "--t 0 --num 5" in lines[0]
     assert not (tmp_path / "out").exists() or not any(p.name.startswith("seed") for p in (tmp_path / "out").iterdir())
+
+
+# ------------------------------------------------------------- the patched calc_metrics.py --gpus 2
+
+from test_calc_metrics import HUB_OPTIONS, calc_metrics, jsonl, patched  # noqa: E402,F401 - the fixture too
+
+
+@pytest.mark.needs_stylegan3
+def test_calc_metrics_with_two_processes_shares_hub_values_and_scores_the_same_images(patched):
+    runs = {}
+    for gpus in (1, 2):
+        # fid2k_hub: the harness's smaller entries are registered in its own process only, not in workers
+        done = calc_metrics(patched, "--metrics=fid2k_hub", f"--gpus={gpus}", "--noise-mode=const", *HUB_OPTIONS,
+                            f"--detector={patched['detectors']}")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        runs[gpus] = jsonl(patched, "fid2k_hub")[-1]
+    assert runs[2]["num_gpus"] == 2
+    assert runs[1]["sampler"] == runs[2]["sampler"]  # same pools drawn, same hub-value range chosen
+    # the same 2,000 images, rendered in other batches (a pixel may round differently)
+    assert runs[2]["results"]["fid2k_hub"] == pytest.approx(runs[1]["results"]["fid2k_hub"], rel=1e-3)
