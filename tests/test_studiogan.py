@@ -124,6 +124,8 @@ def test_run_loads_the_saved_generator(run):
     assert state.keys() == theirs.keys() and all(torch.equal(state[k], theirs[k]) for k in theirs)
     pair = load_network(f"{folder / 'tiny.yaml'}:{folder / 'model=G-best-weights-step=40.pth'}", device="cpu")
     assert not torch.equal(pair.studiogan.linear0.weight_orig, G.linear0.weight_orig)  # the pair names G
+    from extensions.generators import source_for
+    assert source_for("tiny.yaml:G.pth").name == "studiogan"  # not module 'tiny.yaml', attribute 'G.pth'
     bound = ours.bind_class(2)  # the report's figures take unconditional generators
     assert bound.c_dim == 0 and bound.studiogan is ours.studiogan
     with torch.no_grad():

@@ -2,9 +2,9 @@
 
 ==============  =========================================================================================
 ``digits``      the embedded networks (``digits``, ``digits-w512``; the default)
+``studiogan``   StudioGAN runs (``CONFIG.yaml:CHECKPOINT.pth`` or a folder) through a checkout's own code
 ``module``      ``module:callable``: any ``torch.nn.Module`` ``G(z[, c])`` with ``z_dim`` (Z-space hub values)
 ``biggan``      BigGAN-deep through ``pytorch-pretrained-biggan``: ``biggan-deep-128|256|512`` or a folder
-``studiogan``   StudioGAN runs (``CONFIG.yaml:CHECKPOINT.pth`` or a folder) through a checkout's own code
 ``stylegan``    stylegan3 / stylegan2-ada network pickles (path or URL): every value no other source claims
 ==============  =========================================================================================
 
@@ -21,8 +21,9 @@ from .module import ModuleSource
 from .biggan import BigGANAdapter, BigGANGenerator, BigGANSource, load_biggan
 from .studiogan import StudioGANAdapter, StudioGANGenerator, StudioGANSource, load_studiogan
 
-for _source in (StyleGANSource(), DigitsSource(), ModuleSource(), BigGANSource(), StudioGANSource()):
+for _source in (StyleGANSource(), DigitsSource(), ModuleSource(), BigGANSource()):
     register_source(_source)
+register_source(StudioGANSource(), before="module")  # ``cfg.yaml:G.pth`` also reads as ``module:attr``
 
 __all__ = [
     "NetworkSource", "load_discriminator", "load_generator", "network_identity", "register_source",
