@@ -400,3 +400,26 @@ def test_hook_options_and_unpatched_sampling(monkeypatch, capsys):
                                      "--hub_max_pools", "2"]))
     with pytest.raises(HubnessError, match="2 pools of 30 seeds yielded 0 of the 1 latents with m >= 1000 a batch"):
         hub.eval_latents(torch.zeros(1, 8))
+
+
+class _Pixels(torch.nn.Module):
+    """A 'detector' whose features are the uint8 pixels it is given."""
+
+    def forward(self, images):
+        return images.flatten(1).float()
+
+
+def test_metric_loop_renders_truncated_hub_latents(run):
+    from extensions.metrics.generator_features import SamplerSpec, class_labels, generator_features
+    folder, G = run
+    t = 0.6
+    ours = load_network(str(folder), device="cpu")
+    spec = SamplerSpec("hubness", t=0, top=4, pool_size=60, psi=t)
+    out = generator_features(ours, _Pixels(), 4, spec=spec, labels=class_labels(3, CLASS), batch_size=4)
+    seeds = out.selection.seeds
+    idx, _ = brute_knn(np.concatenate([seed_z(s) for s in range(60)]), 5)
+    m = np.bincount(idx.ravel(), minlength=60)
+    assert sorted(seeds.tolist()) == sorted(sorted(range(60), key=lambda i: (-m[i], i))[:4])
+    for row, seed in enumerate(seeds):
+        expected = to_uint8(direct_image(G, truncated(seed_z(int(seed)), t))).transpose(2, 0, 1).reshape(-1)
+        assert np.abs(out.features[row].numpy() - expected).max() <= 1, seed
