@@ -84,7 +84,7 @@ def main(argv=None):
         else:
             fa_cols = "not installed | - | -"
         lines.append(f"| {n:,} | {t_eng:.2f} s ({res.info['precision']}, {res.info['fallback_rows']} rows "
-                     f"recomputed) | {t_floor:.2f} s ({rate(flops)}) | {t_eng / t_floor:.2f} | {t_sk:.2f} s | "
+                     f"recomputed) | {t_floor:.3f} s ({rate(flops)}) | {t_eng / t_floor:.2f} | {t_sk:.2f} s | "
                      f"{t_eng / t_sk:.2f} | {fa_cols} |")
         print(lines[-1], flush=True)
     if args.approx_n:

@@ -150,6 +150,10 @@ def bf16_floor(n, dim, dev, seed=0, repeats=None):
     return t, 2 * macs / t
 
 
+def secs(t):
+    return f"{t:.2f} s" if t >= 1 else f"{t * 1e3:.3g} ms"
+
+
 def rate(flops):
     return f"{flops / 1e12:.0f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:.0f} GFLOP/s"
 
@@ -193,11 +197,11 @@ def run_sizes(args, dev):
         if callable(fa):
             t_a, fa_idx, m_a = timed(fa, dev, reps)
             same_fa = float((np.sort(drop_self(fa_idx, k), 1) == np.sort(eng.cpu().numpy(), 1)).all(1).mean())
-            fa_col, m_a = f"{t_a:.3f} s (same sets as engine: {same_fa:.4f})", gib(m_a)
+            fa_col, m_a = f"{secs(t_a)} (same sets as engine: {same_fa:.4f})", gib(m_a)
         else:
             fa_col, m_a = fa, "-"
-        lines.append(f"| {n:,} | {t_e:.3f} s ({res.info['fallback_rows']} rows re-screened) | {t_p:.3f} s{peer_note} "
-                     f"| {fa_col} | {t_f:.3f} s ({rate(flops)}) | {t_e / t_f:.2f} | {t_p / t_f:.2f} "
+        lines.append(f"| {n:,} | {secs(t_e)} ({res.info['fallback_rows']} rows re-screened) | {secs(t_p)}{peer_note} "
+                     f"| {fa_col} | {secs(t_f)} ({rate(flops)}) | {t_e / t_f:.2f} | {t_p / t_f:.2f} "
                      f"| {t_e / t_p:.2f} | {agree} |")
         mem.append(f"| {n:,} | {gib(m_e)} | {gib(m_p)}{' (row subset)' if not full else ''} | {m_a} |")
         print(lines[-1], flush=True)
@@ -218,7 +222,8 @@ def run_sizes(args, dev):
 
 
 def run_checks(args, dev):
-    """bf16 screen == float32 screen on the device == float32 on the CPU, bit for bit, on three kinds of data."""
+    """bf16 screen == float32 screen on the device == float32 on the CPU, bit for bit, on three kinds of data,
+    for the whole pool and for a share of its rows searched as queries."""
     g = torch.Generator().manual_seed(0)
     n = args.check_n
     checks = {
@@ -228,7 +233,8 @@ def run_checks(args, dev):
         "integer ties": torch.randint(-2, 3, (n, 8), generator=g).float(),
     }
     out = [f"| data (n = {n:,}) | {dev.type} bf16 == {dev.type} fp32 == cpu fp32 (indices and distances) "
-           f"| bf16 rows re-screened |", "|---|---|---|"]
+           f"| rows n/3..2n/3 as queries (one rank's share), {dev.type} bf16 == cpu fp32 | bf16 rows re-screened |",
+           "|---|---|---|---|"]
     ok = True
     for name, x in checks.items():
         cpu = exact_knn(x, args.k, precision="fp32", device="cpu")
@@ -236,8 +242,14 @@ def run_checks(args, dev):
         b16 = exact_knn(x, args.k, precision="bf16", device=dev)
         same = all(torch.equal(r.indices.cpu(), cpu.indices) and torch.equal(r.distances.cpu(), cpu.distances)
                    for r in (f32, b16))
-        ok &= same
-        out.append(f"| {name} | {same} | {b16.info['fallback_rows']} |")
+        # one rank's share of a multi-process search: query rows against the whole pool
+        lo, hi = n // 3, 2 * n // 3
+        share = exact_knn(x, args.k, queries=x[lo:hi], query_indices=torch.arange(lo, hi), precision="bf16",
+                          device=dev)
+        same_share = (torch.equal(share.indices.cpu(), cpu.indices[lo:hi])
+                      and torch.equal(share.distances.cpu(), cpu.distances[lo:hi]))
+        ok &= same and same_share
+        out.append(f"| {name} | {same} | {same_share} | {b16.info['fallback_rows']} |")
         print(out[-1], flush=True)
     return out, ok
 

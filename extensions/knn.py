@@ -580,20 +580,34 @@ def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
 
 
 def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: float):
-    """Top-K screen scores of each query over the database, by blocks of rows and columns."""
+    """Top-K screen scores of each query over the database, by blocks of rows and columns.
+
+    The GPU plan (:func:`_gpu_plan`) uses tall blocks (up to 4096 queries, which keep the GEMM efficient)
+    and masks each query's own row without a device synchronisation.
+    """
     n = db.left.shape[0]
     elem = db.left.element_size()
-    min_rows = 64
-    cols = n if n * elem * 2 * min_rows <= memory_budget_mb * 2 ** 20 else \
-        max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * min_rows * elem)))
-    rows = rows_per_block(cols, 2 * elem, memory_budget_mb, max_rows=8192)
+    gpu = _gpu_plan(db.left.device)
+    if gpu:
+        rows = max(1, min(4096, qs.left.shape[0], math.isqrt(int(memory_budget_mb * 2 ** 20) // (2 * elem))))
+        cols = max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * elem * rows)))
+    else:
+        min_rows = 64
+        cols = n if n * elem * 2 * min_rows <= memory_budget_mb * 2 ** 20 else \
+            max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * min_rows * elem)))
+        rows = rows_per_block(cols, 2 * elem, memory_budget_mb, max_rows=8192)
     for r0 in range(0, qs.left.shape[0], rows):
         r1 = min(r0 + rows, qs.left.shape[0])
         best_s = best_i = None
         for c0 in range(0, n, cols):
             c1 = min(c0 + cols, n)
             s = torch.mm(qs.left[r0:r1], db.right[c0:c1].T)
-            if qidx is not None:
+            if qidx is not None and gpu:
+                own = (qidx[r0:r1] - c0)[:, None]
+                inside = (own >= 0) & (own < c1 - c0)
+                own = own.clamp(0, c1 - c0 - 1)
+                s.scatter_(1, own, torch.where(inside, float("-inf"), s.gather(1, own)))
+            elif qidx is not None:
                 own = qidx[r0:r1]
                 hit = ((own >= c0) & (own < c1)).nonzero().squeeze(1)
                 s[hit, own[hit] - c0] = float("-inf")
@@ -660,7 +674,8 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
             raise HubnessError(f"queries have dimension {xq.shape[1]} but the database has {dim}")
         qidx = None
         if query_indices is not None:
-            qidx = torch.as_tensor(np.asarray(query_indices), dtype=torch.int64, device=device)
+            qidx = (query_indices.to(device, torch.int64) if isinstance(query_indices, torch.Tensor)
+                    else torch.as_tensor(np.asarray(query_indices), dtype=torch.int64, device=device))
             if qidx.shape != (xq.shape[0],):
                 raise HubnessError(f"query_indices must have shape ({xq.shape[0]},), got {tuple(qidx.shape)}")
     k = check_k(k, n + (1 if qidx is None else 0))

@@ -201,3 +201,18 @@ def test_gpu_plan_on_the_cpu_equals_brute_force(monkeypatch, budget_mb):
     monkeypatch.setattr(knn_module, "_gpu_plan", lambda device: True)
     got = exact_knn(w, 5, precision="bf16", memory_budget_mb=budget_mb, device="cpu")
     assert torch.equal(got.indices, ref.indices) and torch.equal(got.distances, ref.distances)
+
+
+@pytest.mark.parametrize("budget_mb", [512, 0.05])
+def test_gpu_plan_queries_on_the_cpu_equal_brute_force(monkeypatch, budget_mb):
+    # Query rows against the pool (as one rank of several searches its share), under the CUDA plan.
+    from extensions import knn as knn_module
+    monkeypatch.setattr(knn_module, "_gpu_plan", lambda device: True)
+    x = integer_latents(2600, 6, 10)
+    qi = np.arange(700, 1900)
+    res = exact_knn(x, 5, queries=x[qi], query_indices=qi, precision="bf16", memory_budget_mb=budget_mb,
+                    device="cpu")
+    np.testing.assert_array_equal(res.indices.numpy(), brute_knn(x, 5, x[qi], qi)[0])
+    q = integer_latents(300, 6, 11)
+    res = exact_knn(x, 5, queries=q, precision="bf16", memory_budget_mb=budget_mb, device="cpu")
+    np.testing.assert_array_equal(res.indices.numpy(), brute_knn(x, 5, q)[0])
