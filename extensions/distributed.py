@@ -315,8 +315,8 @@ def spawn(fn, args=(), nprocs: int = 1, *, init_group: bool = True, device=None)
         A module-level function (it is pickled by name).
     init_group : bool
         Initialise the process group (``file://`` in a temporary folder, nccl on CUDA, gloo otherwise,
-        device from :func:`rank_device`) before ``fn`` and destroy it after; False leaves that to ``fn``
-        (stylegan3's ``calc_metrics.py`` initialises its own).
+        device from :func:`rank_device`) before ``fn``; False leaves that to ``fn`` (stylegan3's
+        ``calc_metrics.py`` initialises its own). Either way the group is destroyed when ``fn`` returns.
     device : optional
         Passed to :func:`rank_device` (``'cpu'``: every rank on the CPU, with gloo).
 
@@ -353,7 +353,9 @@ def _spawned(rank: int, fn, folder: str, args: tuple, nprocs: int, init_group: b
         try:
             fn(rank, *args)
         finally:
-            if init_group and dist.is_initialized():
+            # Also a group ``fn`` made itself: one left to the interpreter's exit can abort the process
+            # (gloo, "terminate called without an active exception") once another rank has ended.
+            if dist.is_initialized():
                 dist.destroy_process_group()
     except click.ClickException as exc:
         _leave_message(folder, rank, exc.format_message())

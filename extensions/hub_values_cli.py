@@ -134,7 +134,7 @@ def main(input_path, k, include_self, backend, output, neighbors_path, key, devi
     """
     from .stylegan.cli import one_line_errors
 
-    leader = int(os.environ.get("RANK", "0") or 0) == 0
+    leader = os.environ.get("RANK", "0").strip() in ("", "0")  # under torchrun, rank 0 alone reports input errors
     with one_line_errors("--output"):
         try:
             if neighbors_path is not None and os.path.abspath(neighbors_path) == os.path.abspath(output):
