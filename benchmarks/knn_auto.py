@@ -4,7 +4,9 @@ For each kind of data and pool size, in one run on the same data and thread coun
 search, the approximate path with its shipped parameters (``approximate_knn``: NN-descent plus the recall
 check it always runs), its recall@k over *all* queries (against the exact result), and what
 ``backend="auto"`` would cost if it chose the approximate path (below recall 0.95 it falls back to exact,
-so that costs both). pynndescent's one-off numba compilation is excluded (a warm-up call).
+so that costs both). pynndescent's one-off numba compilation is excluded (a warm-up call). Each time is
+given as wall time and, in brackets, the process's CPU time (all threads): on a machine shared with other
+jobs the CPU time moves less than the wall time.
 
 Data: ``gaussian`` (N(0, I), d = 512: Z of StyleGAN and most GANs), ``digits-w`` (W of the embedded network,
 d = 64: a real 8-layer mapping network's output), ``sg3-w`` (W of a 1024-px stylegan3 Generator's 2-layer
@@ -103,16 +105,17 @@ def main(argv=None):
         ns, te, ta = [], [], []
         for n in args.sizes:
             x = latents(kind, n, seed=n)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             ex = exact_knn(x, args.k, device="cpu")
-            t_ex = time.perf_counter() - start
-            start = time.perf_counter()
+            t_ex, c_ex = time.perf_counter() - start, time.process_time() - cpu
+            start, cpu = time.perf_counter(), time.process_time()
             res = approximate_knn(x, args.k, on_low_recall="warn", recall_threshold=0.0)
-            t_ap = time.perf_counter() - start
+            t_ap, c_ap = time.perf_counter() - start, time.process_time() - cpu
             r_all = recall(res.indices.numpy(), ex.indices.numpy())
             auto_cost = t_ap if res.recall >= RECALL_MIN else t_ap + t_ex
             ns.append(n), te.append(t_ex), ta.append(t_ap)
-            lines.append(f"| {kind} | {x.shape[1]} | {n:,} | {t_ex:.1f} s | {t_ap:.1f} s | {t_ap / t_ex:.2f} | "
+            lines.append(f"| {kind} | {x.shape[1]} | {n:,} | {t_ex:.1f} s ({c_ex:.1f} s) | {t_ap:.1f} s ({c_ap:.1f} s) | "
+                         f"{t_ap / t_ex:.2f} ({c_ap / c_ex:.2f}) | "
                          f"{r_all:.3f} | {res.recall:.3f} | {auto_cost:.1f} s"
                          f"{'' if res.recall >= RECALL_MIN else ' (falls back to exact)'} |")
             print(lines[-1], flush=True)
