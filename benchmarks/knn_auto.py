@@ -114,7 +114,8 @@ def main(argv=None):
             r_all = recall(res.indices.numpy(), ex.indices.numpy())
             auto_cost = t_ap if res.recall >= RECALL_MIN else t_ap + t_ex
             ns.append(n), te.append(t_ex), ta.append(t_ap)
-            lines.append(f"| {kind} | {x.shape[1]} | {n:,} | {t_ex:.1f} s ({c_ex:.1f} s) | {t_ap:.1f} s ({c_ap:.1f} s) | "
+            lines.append(f"| {kind} | {x.shape[1]} | {n:,} | {t_ex:.1f} s ({c_ex:.1f} s) | "
+                         f"{t_ap:.1f} s ({c_ap:.1f} s) | "
                          f"{t_ap / t_ex:.2f} ({c_ap / c_ex:.2f}) | "
                          f"{r_all:.3f} | {res.recall:.3f} | {auto_cost:.1f} s"
                          f"{'' if res.recall >= RECALL_MIN else ' (falls back to exact)'} |")

@@ -207,7 +207,7 @@ def run_sizes(args, dev):
         print(lines[-1], flush=True)
         if n == TARGET_N:
             target = t_e
-        del x, res, eng, peer
+        x = res = eng = peer = None  # free the pool before the next size
         if dev.type == "cuda":
             torch.cuda.empty_cache()
     out = lines + [""]
@@ -294,7 +294,8 @@ def run_e2e(args, dev):
             f"| Z -> W (mapping network) | {t_pool - t_seeds:.3f} s |",
             f"| k-NN + hub values (exact, k = {args.k}) | {t_hub:.3f} s |",
             f"| total | {t_pool + t_hub:.3f} s |", "",
-            f"(first call, with custom-op set-up, took {warm:.1f} s and is not counted; largest m = {int(res.m.max())})"]
+            f"(first call, with custom-op set-up, took {warm:.1f} s and is not counted; "
+            f"largest m = {int(res.m.max())})"]
 
 
 def main(argv=None):

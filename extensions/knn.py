@@ -311,14 +311,19 @@ class _Screen:
 def _sq_sum_rows(a: torch.Tensor) -> torch.Tensor:
     """Row sums of squares by pairwise halving: elementwise ops only, so every row's value is
     bit-identical whatever the batch shape, thread count or device kernel."""
-    a = a * a
     width = 1 << max(0, (a.shape[1] - 1).bit_length())
-    if width != a.shape[1]:
-        a = torch.nn.functional.pad(a, (0, width - a.shape[1]))
+    sq = a.new_zeros(a.shape[0], width)
+    torch.mul(a, a, out=sq[:, :a.shape[1]])
+    return _halve_rows_(sq)
+
+
+def _halve_rows_(sq: torch.Tensor) -> torch.Tensor:
+    """Row sums of ``sq`` (width a power of two) by pairwise halving, in place; returns column 0 (a view)."""
+    width = sq.shape[1]
     while width > 1:
         width //= 2
-        a = a[:, :width] + a[:, width:]
-    return a[:, 0]
+        sq[:, :width].add_(sq[:, width:2 * width])
+    return sq[:, 0]
 
 
 def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -337,12 +342,25 @@ def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: to
         ``|xq[rows] - xd[cols]|^2``; each value is bit-identical however the pairs are batched, so every
         exact path of the engine (and the metrics) agrees on ties.
     """
-    out = torch.empty(rows.shape[0], dtype=torch.float32, device=xq.device)
-    chunk = _chunk_rows(xq.shape[1], xq.device, 2 ** 19, 2 ** 24)  # CPU: a few MiB keep the gathers in cache
-    for start in range(0, rows.shape[0], chunk):
-        stop = start + chunk
-        diff = xq.index_select(0, rows[start:stop]).sub_(xd.index_select(0, cols[start:stop]))
-        out[start:stop] = _sq_sum_rows(diff)
+    p, dim = rows.shape[0], xq.shape[1]
+    out = torch.empty(p, dtype=torch.float32, device=xq.device)
+    chunk = min(p, _chunk_rows(dim, xq.device, 2 ** 19, 2 ** 24))  # CPU: a few MiB keep the gathers in cache
+    if p == 0:
+        return out
+    # Buffers reused by every chunk (fresh memory costs a page fault per page); the squares are zero-padded
+    # to a power of two for _halve_rows_, whose halving never writes the padding.
+    sq = torch.zeros(chunk, 1 << max(0, (dim - 1).bit_length()), dtype=xq.dtype, device=xq.device)
+    q, d = torch.empty(chunk, dim, dtype=xq.dtype, device=xq.device), torch.empty(chunk, dim, dtype=xd.dtype,
+                                                                                   device=xd.device)
+    for start in range(0, p, chunk):
+        stop = min(start + chunk, p)
+        m = stop - start
+        torch.index_select(xq, 0, rows[start:stop], out=q[:m])
+        torch.index_select(xd, 0, cols[start:stop], out=d[:m])
+        diff = sq[:m, :dim]
+        torch.sub(q[:m], d[:m], out=diff)
+        diff.mul_(diff)
+        out[start:stop] = _halve_rows_(sq[:m])
     return out
 
 
@@ -519,6 +537,18 @@ def _block_topk_rows(s: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tenso
     return v, i
 
 
+class _BlockProduct:
+    """``a @ b.T`` into one buffer reused by every block of a search (a block is consumed before the next
+    is computed): fresh memory for each block would cost a page fault per page."""
+
+    def __init__(self, size: int, like: torch.Tensor):
+        self.buf = torch.empty(size, dtype=like.dtype, device=like.device)
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = self.buf[:a.shape[0] * b.shape[0]].view(a.shape[0], b.shape[0])
+        return torch.mm(a, b.T, out=out)
+
+
 def _merge(best_s, best_i, s, i, K):
     s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
     best_s, sel = torch.topk(s, K, dim=1, largest=True, sorted=False)
@@ -541,15 +571,16 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     width = max(tile, budget // (2 * elem * tile))
     best_s = torch.full((n, K), float("-inf"), dtype=scr.left.dtype, device=scr.left.device)
     best_i = torch.zeros((n, K), dtype=torch.int64, device=scr.left.device)
+    mm = _BlockProduct(min(tile, n) * min(max(tile, width), n), scr.left)
     for r0 in range(0, n, tile):
         r1 = min(r0 + tile, n)
-        s = torch.mm(scr.left[r0:r1], scr.right[r0:r1].T)
+        s = mm(scr.left[r0:r1], scr.right[r0:r1])
         s.diagonal().fill_(float("-inf"))
         v, i = _block_topk(s, min(K, r1 - r0), 1)
         best_s[r0:r1], best_i[r0:r1] = _merge(best_s[r0:r1], best_i[r0:r1], v, i + r0, K)
         for c0 in range(r1, n, width):
             c1 = min(c0 + width, n)
-            s = torch.mm(scr.left[r0:r1], scr.right[c0:c1].T)
+            s = mm(scr.left[r0:r1], scr.right[c0:c1])
             v, i = _block_topk(s, min(K, c1 - c0), 1)
             best_s[r0:r1], best_i[r0:r1] = _merge(best_s[r0:r1], best_i[r0:r1], v, i + c0, K)
             v, i = _block_topk(s, min(K, r1 - r0), 0)
@@ -568,12 +599,13 @@ def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     budget = int(memory_budget_mb * 2 ** 20)
     rows = max(1, min(4096, n, math.isqrt(budget // elem)))
     width = max(K + 1, budget // (elem * rows))
+    mm = _BlockProduct(rows * min(width, n), scr.left)
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         best_s = best_i = None
         for c0 in range(0, n, width):
             c1 = min(c0 + width, n)
-            s = torch.mm(scr.left[r0:r1], scr.right[c0:c1].T)
+            s = mm(scr.left[r0:r1], scr.right[c0:c1])
             a, b = max(r0, c0), min(r1, c1)
             if a < b:  # the block's own latents
                 s[a - r0:b - r0, a - c0:b - c0].diagonal().fill_(float("-inf"))
@@ -602,12 +634,13 @@ def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: f
         cols = n if n * elem * 2 * min_rows <= memory_budget_mb * 2 ** 20 else \
             max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * min_rows * elem)))
         rows = rows_per_block(cols, 2 * elem, memory_budget_mb, max_rows=8192)
+    mm = _BlockProduct(min(rows, qs.left.shape[0]) * min(cols, n), qs.left)
     for r0 in range(0, qs.left.shape[0], rows):
         r1 = min(r0 + rows, qs.left.shape[0])
         best_s = best_i = None
         for c0 in range(0, n, cols):
             c1 = min(c0 + cols, n)
-            s = torch.mm(qs.left[r0:r1], db.right[c0:c1].T)
+            s = mm(qs.left[r0:r1], db.right[c0:c1])
             if qidx is not None and gpu:
                 own = (qidx[r0:r1] - c0)[:, None]
                 inside = (own >= 0) & (own < c1 - c0)
