@@ -62,14 +62,17 @@ committed = pytest.mark.skipif(not EMBEDDED_NETWORKS[W512][0].is_file(), reason=
 
 @committed
 def test_w512_weights_are_plain_arrays_loaded_without_pickle():
+    args, steps = [], []
     for path in EMBEDDED_NETWORKS[W512]:
         with np.load(path, allow_pickle=False) as data:  # raises if any entry needs pickle
             assert all(data[name].dtype != object for name in data.files)
-            args = json.loads(str(data["__args__"]))
+            args.append(json.loads(str(data["__args__"])))
             meta = json.loads(str(data["__meta__"]))
         assert meta["script"] == "scripts/train_digits_gan.py" and meta["options"]["w_dim"] == 512
-    _, g_args, _ = read_weights(EMBEDDED_NETWORKS[W512][0])
+        steps.append(meta["step"])
+    g_args, d_args = args
     assert (g_args["z_dim"], g_args["w_dim"], g_args["mapping_kwargs"]["num_layers"]) == (512, 512, 8)
+    assert d_args == dict(channels=32, resolution=16) and steps == [7000, 7000]  # G and D of one run
 
 
 @committed
