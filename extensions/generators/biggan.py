@@ -30,7 +30,7 @@ import torch
 
 from .._checks import HubnessError
 from ..outdir import file_sha256
-from ..stylegan.adapter import GenericAdapter
+from ..stylegan.adapter import TruncatedZAdapter
 from ..stylegan.loader import NetworkLoadError, NetworkNotFoundError, NotAGeneratorError, OfflineError
 from .registry import NetworkSource
 
@@ -269,12 +269,11 @@ class BigGANGenerator(torch.nn.Module):
         return out
 
 
-class BigGANAdapter(GenericAdapter):
+class BigGANAdapter(TruncatedZAdapter):
     """Drives a :class:`BigGANGenerator`: Z space, class labels required, truncation psi in the latent
     draw and in the model, images converted to uint8 as the package's ``convert_to_images``."""
 
     kind = "BigGAN"
-    spaces = ("z",)
 
     def check_truncation(self, psi) -> float:
         return check_truncation(psi)
@@ -285,17 +284,6 @@ class BigGANAdapter(GenericAdapter):
     @property
     def sample_z(self):
         return self.G.seed_latents
-
-    def mean_latent(self, space=None):
-        """Zero: truncation toward it, ``psi * z``, is the package's truncated draw."""
-        self.check_space(space)
-        return torch.zeros(self.z_dim, device=self.device)
-
-    def generate(self, z, labels=None, *, truncation_psi=1, noise_mode="const"):
-        z = self.as_z(z)
-        if labels is None:
-            labels = self.labels(None, len(z))
-        return self.G(z, labels.to(self.device, torch.float32), truncation_psi)
 
     def quantize(self, img: torch.Tensor) -> torch.Tensor:
         """uint8 (n, 3, H, W) as ``convert_to_images``: ``((x + 1) / 2) * 256`` clipped to [0, 255],

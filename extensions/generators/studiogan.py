@@ -53,7 +53,7 @@ import torch
 
 from .._checks import HubnessError
 from ..outdir import file_sha256
-from ..stylegan.adapter import GenericAdapter
+from ..stylegan.adapter import TruncatedZAdapter
 from ..stylegan.checkout import CheckoutError, CheckoutNotFoundError
 from ..stylegan.loader import NetworkLoadError, NetworkNotFoundError, NotAGeneratorError
 from .registry import NetworkSource
@@ -461,12 +461,11 @@ class StudioGANGenerator(torch.nn.Module):
         return truncate_normal(z, check_truncation(t)).numpy()
 
 
-class StudioGANAdapter(GenericAdapter):
+class StudioGANAdapter(TruncatedZAdapter):
     """Drives a :class:`StudioGANGenerator`: Z space, ``gen_images.py``'s latents per seed, StudioGAN's
     truncation threshold as ``--trunc`` (see the module docstring)."""
 
     kind = "StudioGAN"
-    spaces = ("z",)
 
     def check_truncation(self, psi) -> float:
         return check_truncation(psi)
@@ -476,17 +475,6 @@ class StudioGANAdapter(GenericAdapter):
         (the generator feeds ``Q_t(z)``, :meth:`StudioGANGenerator.model_latents`)."""
         from ..pools import seed_latents
         return seed_latents(seeds, self.z_dim) * check_truncation(truncation_psi)
-
-    def mean_latent(self, space=None):
-        """Zero: the samplers' truncation toward it, ``t * z``, is what the generator expects."""
-        self.check_space(space)
-        return torch.zeros(self.z_dim, device=self.device)
-
-    def generate(self, z, labels=None, *, truncation_psi=1, noise_mode="const"):
-        z = self.as_z(z)
-        if labels is None:
-            labels = self.labels(None, len(z))
-        return self.G(z, labels.to(self.device, torch.float32), truncation_psi)
 
 
 StudioGANGenerator.adapter_class = StudioGANAdapter

@@ -230,6 +230,24 @@ class GenericAdapter(GeneratorAdapter):
         return img
 
 
+class TruncatedZAdapter(GenericAdapter):
+    """A Z-space generator ``G(z, c, truncation_psi)`` whose latents are drawn already truncated (scaled by
+    psi around zero, as BigGAN's and StudioGAN's samplers draw them) and that takes psi itself."""
+
+    spaces = ("z",)
+
+    def mean_latent(self, space=None):
+        """Zero: truncation toward it, ``psi * z``, is the truncated draw."""
+        self.check_space(space)
+        return torch.zeros(self.z_dim, device=self.device)
+
+    def generate(self, z, labels=None, *, truncation_psi=1, noise_mode="const"):
+        z = self.as_z(z)
+        if labels is None:
+            labels = self.labels(None, len(z))
+        return self.G(z, labels.to(self.device, torch.float32), truncation_psi)
+
+
 def input_transform(translate: Sequence[float] = (0, 0), rotate: float = 0) -> np.ndarray:
     """The inverse rotation/translation matrix stylegan3's input layer expects, shape (3, 3), float64.
 
