@@ -21,7 +21,6 @@ of the pool. The hubness of each space (largest m, share with m >= 50, skewness)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from extensions.digits import FeatureDetector, digit_images, load_classifier  # noqa: E402
 from extensions.digits.network import EMBEDDED_NETWORKS, load_discriminator, load_generator  # noqa: E402
 from extensions.digits.weights import WeightsFileError  # noqa: E402
@@ -39,6 +39,7 @@ from extensions.knn import exact_knn  # noqa: E402
 from extensions.metrics.correlation import spearman_bootstrap  # noqa: E402
 from extensions.paths.discriminator import adapter_functions  # noqa: E402
 from extensions.pools import seed_latents  # noqa: E402
+from tables import write_tables  # noqa: E402
 
 SCORES = ("confidence", "-NN distance", "D")
 SPACES = ("w", "z")
@@ -178,12 +179,7 @@ def main(argv=None) -> dict:
                resamples=args.resamples, confidence=0.95, torch=torch.__version__, threads=torch.get_num_threads(),
                machine=platform.processor() or platform.machine(), correlations=rows, hubness=hubness)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
-        with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
-            json.dump(raw, f, indent=1)
-        print(f"\nwrote {args.out}")
+        write_tables(args.out, table, raw)
     return dict(table=table, **raw)
 
 

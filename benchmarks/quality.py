@@ -27,7 +27,6 @@ paired. The table gives mean +- standard deviation (ddof = 1) over the seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from extensions.digits import FeatureDetector, digit_images, load_classifier, load_generator  # noqa: E402
 from extensions.digits.network import EMBEDDED_NETWORKS, NETWORK_NAME  # noqa: E402
 from extensions.digits.weights import WeightsFileError  # noqa: E402
@@ -44,6 +44,7 @@ from extensions.metrics import (SamplerSpec, density_coverage, frechet_distance_
                                 generator_features, mean_cov, precision_recall)
 from extensions.metrics.class_balance import class_balance_score  # noqa: E402
 from extensions.metrics.frechet import frechet_distance_two_subsets  # noqa: E402
+from tables import write_tables  # noqa: E402
 
 COLUMNS = ("precision", "recall", "density", "coverage", "FID", "FID half 1", "FID half 2", "confidence",
            "IS classes", "W1 classes")
@@ -210,12 +211,7 @@ def main(argv=None) -> dict:
                class_histograms={label: {str(s): np.bincount(results[label][s]["labels"], minlength=10).tolist()
                                          for s in seeds} for label in labels})
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(table + "\n")
-        with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
-            json.dump(raw, f, indent=1)
-        print(f"\nwrote {args.out}")
+        write_tables(args.out, table, raw)
     return dict(table=table, **raw)
 
 
