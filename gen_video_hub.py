@@ -4,7 +4,9 @@ A superset of stylegan3's gen_video.py: its options keep their meaning (with --i
 random, the defaults, every frame is the official script's frame), --sampler hubness makes the video run
 through hub latents (Liang et al., ICML 2022), --interp picks slerp, the prior-keeping Gaussian paths of
 extensions.paths or discriminator-aware geodesics (which need the network's discriminator), and --strip
-writes a contact sheet. Runs on CUDA when available, else on the CPU.
+writes a contact sheet. Generators without a mapping network (BigGAN, StudioGAN, module:callable) make
+Z-space videos: the seeds' Z latents as gen_images_hub.py draws them, each frame the generator on the
+interpolated Z. Runs on CUDA when available, else on the CPU.
 """
 
 import os
@@ -22,7 +24,8 @@ from extensions.stylegan.cli import GridType, SeedList  # noqa: E402
 
 @click.command()
 @click.option("--network", "network_pkl", default=NETWORK_NAME, metavar="PKL",
-              help=f"Network pickle filename or URL [default: {NETWORK_NAME}, the embedded digits generator]")
+              help=f"Network pickle filename or URL, biggan-deep-128|256|512 or a BigGAN folder, or module:callable "
+                   f"[default: {NETWORK_NAME}, the embedded digits generator]")
 @click.option("--seeds", type=SeedList(), required=True,
               help="List of random seeds (e.g. '0-31'): the keyframes, or the pool a hub sampler chooses from")
 @click.option("--shuffle-seed", type=int, default=None, help="Random seed to use for shuffling seed order")
@@ -53,6 +56,11 @@ def generate_video(**options):
     \b
     # Cauchy paths in Z keep every frame's latent N(0, I):
     python gen_video_hub.py --seeds=0-7 --interp=cauchy --space=z --output=cauchy.mp4
+
+    \b
+    # BigGAN: Z-space slerp through the 4 largest hubs of seeds 0-999, class 207, truncation 0.4:
+    python gen_video_hub.py --network=biggan-deep-128 --class=207 --trunc=0.4 --seeds=0-999 \\
+        --sampler=hubness --t=0 --num-keyframes=4 --interp=slerp --output=biggan.mp4
 
     \b
     # Discriminator-aware geodesics between the keyframes (the network pickle must hold D):

@@ -12,6 +12,12 @@ next one (the last one joins the first, so the video loops) at ``t = (f mod w_fr
 at ``t = 0`` is its keyframe's image exactly. ``space='z'`` interpolates the Z latents and maps every frame;
 the Gaussian methods (:data:`extensions.paths.GAUSSIAN_METHODS`) are only offered there.
 
+Generators without a mapping network (BigGAN, StudioGAN, ``module:callable``: any
+:class:`~extensions.stylegan.adapter.GeneratorAdapter` but StyleGAN's) make Z-space videos: keyframes are
+the seeds' Z latents as the adapter draws them (``adapter.seed_latents``: BigGAN's truncated draw at
+psi), and each cell of a frame is ``adapter.generate(z_t, c, truncation_psi=psi)`` of the interpolated
+latent, quantized as the adapter quantizes (:func:`check_video_space` says which methods apply).
+
 ``method='discriminator'`` (W only) runs piecewise too, along discriminator-aware geodesics
 (:func:`extensions.paths.discriminator_path`): each segment is a path of ``w_frames + 1`` points from a
 keyframe to the next, optimised once when the video is planned; frame ``f`` is point ``f mod w_frames``
@@ -37,6 +43,7 @@ import torch
 from .._checks import HubnessError, NonFiniteError
 from ..pools import MAX_SEED, seed_latents
 from ..render import to_uint8
+from ..stylegan.adapter import GeneratorAdapter, StyleGANAdapter, make_adapter
 from .interpolation import GAUSSIAN_METHODS, INTERPOLATIONS, interpolate
 
 log = logging.getLogger(__name__)
@@ -108,6 +115,44 @@ def check_method(method: str, space: str) -> None:
                            f"(or --interp cubic, linear or slerp in W)")
 
 
+def check_video_space(adapter: GeneratorAdapter, method: str, space: Optional[str] = None,
+                      truncation_psi: float = 1.0, network: str = "network") -> str:
+    """The space a video of ``adapter``'s generator interpolates in (``space``, or the default: W for StyleGAN,
+    Z for every other generator), after refusing what does not apply to that generator.
+
+    Other generators have no W (``space='w'``) and no discriminator path. The Gaussian methods assume
+    latents drawn from N(0, I): they apply where the adapter draws ``RandomState(seed).randn`` latents
+    (``adapter.sample_z`` is None) at ``truncation_psi`` 1, and never to BigGAN, whose latents are normals
+    truncated to [-2, 2] (variance about 0.77), then times psi, at every psi.
+
+    Raises
+    ------
+    HubnessError
+        Each of those cases, an unknown method or space, a truncation the generator cannot render.
+    """
+    if isinstance(adapter, StyleGANAdapter):
+        space = "w" if space is None else space
+        check_method(method, space)
+        return space
+    kind = adapter.kind
+    if space == "w":
+        raise HubnessError(f"--space w: network {network!r} is a {kind} generator without a mapping network (no W); "
+                           f"its videos interpolate Z latents: drop --space w")
+    if method == "discriminator":
+        raise HubnessError(f"--interp discriminator optimises StyleGAN W paths with the network's discriminator; the "
+                           f"{kind} generator {network!r} has neither: use --interp cubic, linear or slerp")
+    check_method(method, "z" if space is None else space)
+    psi = adapter.check_truncation(truncation_psi)
+    if psi != 1:
+        adapter.mean_latent("z")  # generators that cannot truncate refuse --trunc here
+    if method in GAUSSIAN_METHODS and (adapter.sample_z is not None or psi != 1):
+        how = ("draws its latents from another distribution (BigGAN: normals truncated to [-2, 2], times psi)"
+               if adapter.sample_z is not None else f"scales its N(0, I) latents by --trunc {psi:g}")
+        raise HubnessError(f"--interp {method} keeps an N(0, I) prior, but this {kind} generator {how}; use --interp "
+                           f"linear, cubic or slerp" + ("" if adapter.sample_z is not None else ", or --trunc 1"))
+    return "z"
+
+
 def check_discriminator_options(strength, iterations, w_frames) -> None:
     """Refuse a D strength that is negative or not finite, an iteration count below 0, and segments without a
     point between their keyframes (``w_frames`` < 2)."""
@@ -122,9 +167,14 @@ def check_discriminator_options(strength, iterations, w_frames) -> None:
         raise HubnessError(f"--d-iterations must be an integer >= 0 (0: the linear path), got {iterations!r}")
 
 
-def layout_frame(images: torch.Tensor, grid_w: int, grid_h: int) -> np.ndarray:
-    """Cells (grid_h * grid_w, C, H, W), row by row, to one uint8 frame (grid_h * H, grid_w * W, C), no gaps."""
-    cells = to_uint8(images)                                 # (n, H, W, C)
+def layout_frame(images: torch.Tensor, grid_w: int, grid_h: int,
+                 quantize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> np.ndarray:
+    """Cells (grid_h * grid_w, C, H, W), row by row, to one uint8 frame (grid_h * H, grid_w * W, C), no gaps.
+
+    ``quantize`` maps the cells to uint8 (n, C, H, W) (an adapter's ``quantize``); default ``gen_images.py``'s
+    :func:`~extensions.render.to_uint8`.
+    """
+    cells = to_uint8(images) if quantize is None else quantize(images).permute(0, 2, 3, 1).cpu().numpy()
     n, h, w, c = cells.shape
     if n != grid_w * grid_h:
         raise HubnessError(f"{n} images do not fill a {grid_w}x{grid_h} grid")
@@ -141,12 +191,15 @@ class VideoPlan:
     seeds : np.ndarray, shape (grid_h * grid_w * K,), int64
         Keyframe seeds, cell by cell (``keyframe_seeds``).
     keys : torch.Tensor, shape (grid_h, grid_w, K, ...)
-        Keyframe latents: W as mapped (K, num_ws, w_dim) float32, or Z (K, z_dim) float64.
+        Keyframe latents: W as mapped (K, num_ws, w_dim) float32, or Z (K, z_dim) float64 (as
+        ``adapter.seed_latents`` draws them at ``truncation_psi`` for generators other than StyleGAN).
     num_frames : int
         ``K * w_frames``.
     paths : torch.Tensor, optional
         ``method='discriminator'``: the optimised segments, shape (grid_h, grid_w, K, w_frames + 1, w_dim),
         float32, CPU; segment k runs from keyframe k to keyframe k + 1 (the last to the first).
+    adapter : GeneratorAdapter, optional
+        Drives ``G`` (:func:`~extensions.stylegan.adapter.make_adapter`); None: a StyleGAN generator.
     """
 
     G: torch.nn.Module
@@ -162,7 +215,13 @@ class VideoPlan:
     labels: Optional[torch.Tensor]
     device: torch.device
     paths: Optional[torch.Tensor] = field(default=None, repr=False)
+    adapter: Optional[GeneratorAdapter] = field(default=None, repr=False)
     _splines: list = field(default_factory=list, repr=False)
+
+    @property
+    def stylegan(self) -> bool:
+        """True when frames go through ``G.mapping`` and ``G.synthesis``."""
+        return self.adapter is None or isinstance(self.adapter, StyleGANAdapter)
 
     @property
     def num_frames(self) -> int:
@@ -209,6 +268,9 @@ class VideoPlan:
         imgs = []
         with torch.no_grad():
             for cell, latent in enumerate(self.latents(frame)):
+                if not self.stylegan:  # one latent per call, as the adapter renders a seed's image
+                    imgs.append(self.adapter.generate(latent, self._labels(1), truncation_psi=self.truncation_psi)[0])
+                    continue
                 ws = latent if self.space == "w" else self.G.mapping(latent, self._labels(1),
                                                                       truncation_psi=self.truncation_psi)
                 imgs.append(self.G.synthesis(ws=ws, noise_mode="const")[0])
@@ -217,7 +279,7 @@ class VideoPlan:
             raise NonFiniteError(f"network {self.network!r} renders NaN or inf pixels at frame {frame} between "
                                  f"keyframe seeds {self._around(frame)}; the network is broken: check its weights or "
                                  f"use another snapshot (nothing was written)")
-        return layout_frame(imgs, *self.grid)
+        return layout_frame(imgs, *self.grid, quantize=None if self.stylegan else self.adapter.quantize)
 
     def frames(self, indices: Optional[Iterable[int]] = None) -> Iterator[np.ndarray]:
         """Yield the frames ``indices`` (default: all, in order) as uint8 (grid_h * H, grid_w * W, C)."""
@@ -236,7 +298,7 @@ class VideoPlan:
 
 def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "network", grid: tuple = (1, 1),
                num_keyframes: Optional[int] = None, shuffle_seed: Optional[int] = None, w_frames: int = 120,
-               method: str = "cubic", space: str = "w", truncation_psi: float = 1.0,
+               method: str = "cubic", space: Optional[str] = None, truncation_psi: float = 1.0,
                labels: Optional[torch.Tensor] = None, device=None, discriminator: Optional[torch.nn.Module] = None,
                d_strength: float = 1.0, d_iterations: int = 50,
                progress: Optional[Callable[[int, int], None]] = None) -> VideoPlan:
@@ -246,7 +308,9 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
     Parameters
     ----------
     G : torch.nn.Module
-        A stylegan3 or stylegan2-ada generator (``mapping``, ``synthesis``, ``z_dim``) on ``device``.
+        A stylegan3 or stylegan2-ada generator (``mapping``, ``synthesis``, ``z_dim``) on ``device``, or any
+        generator :func:`~extensions.stylegan.adapter.make_adapter` drives (BigGAN, ``module:callable``):
+        Z-space videos, frames ``adapter.generate(z_t, labels, truncation_psi)``.
     seeds : sequence of int
         Keyframe seeds, tiled and shuffled by :func:`keyframe_seeds`.
     network : str
@@ -261,11 +325,15 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
         'cubic' or 'linear' (interp1d, as gen_video.py), or 'slerp', 'normalized', 'cauchy',
         'spherical-cauchy' (piecewise, :func:`extensions.paths.interpolate`), or 'discriminator' (piecewise
         discriminator-aware geodesics in W, :func:`extensions.paths.discriminator_path`).
-    space : {'w', 'z'}
-        Where latents are interpolated; the Gaussian methods need 'z', 'discriminator' needs 'w'.
+    space : {'w', 'z'}, optional
+        Where latents are interpolated; default 'w' for StyleGAN, 'z' (the only choice) for other generators.
+        The Gaussian methods need 'z', 'discriminator' needs 'w' (see :func:`check_video_space`).
     truncation_psi : float
+        StyleGAN: the mapping's psi. Others: the adapter's (BigGAN: the psi of the latent draw and of the model
+        call; ``module:callable``: 1 only).
     labels : torch.Tensor, optional
-        One-hot class label (1, c_dim) of conditional networks; None for unconditional ones.
+        One-hot class label (1, c_dim) of conditional networks; None for unconditional ones (a conditional
+        generator other than StyleGAN without labels is an error).
     device : torch.device, optional
         Where latents live; default the generator's.
     discriminator : torch.nn.Module, optional
@@ -280,14 +348,18 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
     ------
     HubnessError
         Bad seeds, grid, keyframe count, ``w_frames``, method or space; 'discriminator' without a
-        discriminator, or with a bad strength or iteration count.
+        discriminator, or with a bad strength or iteration count; a conditional generator without labels.
     NonFiniteError
         When the mapping sends a keyframe to NaN or inf (naming the network and the seeds).
     """
     if isinstance(w_frames, bool) or not isinstance(w_frames, (int, np.integer)) or w_frames < 1:
         raise HubnessError(f"--w-frames must be a positive number of frames between keyframes, got {w_frames!r} "
                            f"(e.g. --w-frames 120)")
-    check_method(method, space)
+    adapter = make_adapter(G)
+    space = check_video_space(adapter, method, space, truncation_psi, network)
+    stylegan = isinstance(adapter, StyleGANAdapter)
+    if not stylegan and labels is None:
+        adapter.labels(None)  # a conditional generator needs its class
     if method == "discriminator":
         check_discriminator_options(d_strength, d_iterations, w_frames)
         if discriminator is None:
@@ -300,6 +372,13 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
         params = list(G.parameters()) + list(G.buffers())
         device = params[0].device if params else torch.device("cpu")
     device = torch.device(device)
+    if not stylegan:
+        keys = torch.from_numpy(adapter.seed_latents(all_seeds, truncation_psi)).to(device)
+        keys = keys.reshape(grid[1], grid[0], num_keyframes, -1)
+        log.info("video: %d keyframes per cell, %dx%d grid, %d frames, %s in Z (%s)", num_keyframes, grid[0],
+                 grid[1], num_keyframes * int(w_frames), method, adapter.kind)
+        return VideoPlan(G, network, all_seeds, keys, grid, num_keyframes, int(w_frames), method, space,
+                         float(truncation_psi), labels, device, adapter=adapter)
     # float64, as gen_video.py hands them to the mapping network
     zs = torch.from_numpy(seed_latents(all_seeds, int(G.z_dim))).to(device)
     c = None if labels is None else labels[:1].repeat(len(zs), 1)
@@ -321,7 +400,7 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
         paths = _discriminator_paths(G, discriminator, keys[:, :, :, 0], int(w_frames), labels, float(d_strength),
                                      int(d_iterations), device, progress)
     return VideoPlan(G, network, all_seeds, keys, grid, num_keyframes, int(w_frames), method, space,
-                     float(truncation_psi), labels, device, paths)
+                     float(truncation_psi), labels, device, paths, adapter)
 
 
 def _discriminator_paths(G, D, keys: torch.Tensor, w_frames: int, labels: Optional[torch.Tensor],
@@ -365,7 +444,9 @@ def sampled_keyframe_seeds(adapter, network: str, seeds: Sequence[int], sampler:
     m first), and the :class:`extensions.samplers.Selection`.
 
     'random' and 'truncation' keep ``seeds`` as given (repeats included, as gen_video.py). Hub values are
-    computed in W, without truncation, as :func:`extensions.stylegan.generate.generate_images` does.
+    computed in the adapter's default space (W for StyleGAN, Z for other generators: BigGAN's draws at
+    psi = 1, which rank seeds as every psi does), without truncation, as
+    :func:`extensions.stylegan.generate.generate_images` does.
     """
     from ..stylegan.generate import HUB_SAMPLERS, SAMPLER_NAMES, sample_seeds, validate_options
     say = echo or log.info

@@ -22,8 +22,8 @@ from .._checks import HubnessError, resolve_device
 from ..render import image_grid, save_png
 from ..stylegan.checkout import imported_checkout
 from ..stylegan.cli import hubness_options, one_line_errors
-from .video import (VIDEO_METHODS, check_discriminator_options, check_method, plan_video, sampled_keyframe_seeds,
-                    strip_frames as strip_frame_indices)
+from .video import (VIDEO_METHODS, check_discriminator_options, check_method, check_video_space, plan_video,
+                    sampled_keyframe_seeds, strip_frames as strip_frame_indices)
 
 #: Hub options of gen_images_hub.py that keep their meaning here (--grid and --space mean other things).
 HUB_OPTIONS = ("sampler", "k", "t", "t_lq", "pool_size", "knn_backend", "include_self", "device", "batch_size",
@@ -37,9 +37,11 @@ _OPTIONS = [
     click.option("--interp", type=click.Choice(VIDEO_METHODS), default="cubic", show_default=True,
                  help="cubic/linear: scipy interp1d through the keyframes (gen_video.py); slerp, normalized, cauchy, "
                       "spherical-cauchy: piecewise paths of extensions.paths (normalized, cauchy, spherical-cauchy need "
-                      "--space z); discriminator: D-aware geodesics in W (needs a training snapshot with 'D')"),
-    click.option("--space", "interp_space", type=click.Choice(["w", "z"]), default="w", show_default=True,
-                 help="Interpolate W latents, or Z latents mapped frame by frame"),
+                      "--space z; not for BigGAN's truncated latents); discriminator: D-aware geodesics in W (needs a "
+                      "StyleGAN training snapshot with 'D')"),
+    click.option("--space", "interp_space", type=click.Choice(["w", "z"]), default=None,
+                 help="Interpolate W latents, or Z latents mapped frame by frame [default: w; generators without a "
+                      "mapping network (BigGAN, module:callable): z, the only choice]"),
     click.option("--d-strength", type=float, default=1.0, show_default=True,
                  help="--interp discriminator: how strongly images D finds unrealistic lengthen the path (0: image-space "
                       "geodesic)"),
@@ -133,7 +135,8 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
                            f"(e.g. --w-frames 120)")
     if num_keyframes is not None and num_keyframes < 2:
         raise HubnessError(f"--num-keyframes must be at least 2, got {num_keyframes}")
-    check_method(interp, interp_space)
+    if interp_space is not None:  # else the generator's default space, known once it loads
+        check_method(interp, interp_space)
     if interp == "discriminator":
         check_discriminator_options(d_strength, d_iterations, w_frames)
     if grid == (0, 0):
@@ -154,16 +157,14 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
         from extensions.paths.video import keyframe_seeds
         keyframe_seeds(seeds, grid, num_keyframes, shuffle_seed)
 
-    from extensions.stylegan.adapter import StyleGANAdapter, make_adapter
+    from extensions.stylegan.adapter import make_adapter
     from extensions.stylegan.loader import load_discriminator_of, load_network
     with contextlib.ExitStack() as stack:
         tmps = {t: stack.enter_context(temp_next_to(t, ".tmp" + t.suffix)) for t in targets}
         click.echo(f'Loading networks from "{network_pkl}"...')
         G = load_network(network_pkl, stylegan3=stylegan3, device=device)
         adapter = make_adapter(G)
-        if not isinstance(adapter, StyleGANAdapter):
-            raise HubnessError(f"network {network_pkl!r} has no mapping and synthesis networks; videos need a "
-                               f"stylegan3 or stylegan2-ada generator")
+        interp_space = check_video_space(adapter, interp, interp_space, truncation_psi, network_pkl)
         D = None
         if interp == "discriminator":
             D = load_discriminator_of(network_pkl, stylegan3=stylegan3, device=device)
