@@ -1,7 +1,8 @@
 """k-NN benchmark: the engine's exact path next to scikit-learn brute force and faiss IndexFlatL2.
 
 Every peer runs in the same process on the same data with the same thread count, and the table gives
-the engine's time as a ratio to each and to the floor: a bfloat16 GEMM over the upper triangle of the
+the engine's time as a ratio to each (and to itself with the other way of merging score blocks: the numba
+kernels of extensions/block_topk.py, the default from about 23k latents, or ``torch.topk``) and to the floor: a bfloat16 GEMM over the upper triangle of the
 n x n score matrix (n^2/2 * d multiply-adds, tiled, timed in the same run), the arithmetic no exact
 search can skip. Also times the approximate path (pynndescent) with its measured recall@k, and the
 engine's exact path at that size.
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from extensions import knn as knn_module  # noqa: E402
 from extensions.knn import approximate_knn, exact_knn  # noqa: E402
 from knn_cuda import bf16_floor, rate  # noqa: E402
 
@@ -61,16 +63,28 @@ def main(argv=None):
     k = args.k
     lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"{threads} threads; d = {args.dim}, k = {k}, N(0, I) latents", "",
-             "| n | engine exact | floor (bf16 GEMM, upper triangle) | engine / floor | sklearn brute | ratio "
-             "| faiss IndexFlatL2 | ratio | same neighbours as faiss |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| n | engine exact (merges) | floor (bf16 GEMM, upper triangle) | engine / floor | the other merges "
+             "| ratio | sklearn brute | ratio | faiss IndexFlatL2 | ratio | same neighbours as faiss |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    default_min = knn_module.CPU_KERNELS_MIN_SCORES
     exact_knn(torch.randn(2000, args.dim), k)  # warm-up: kernels, bf16 probe
+    knn_module.CPU_KERNELS_MIN_SCORES = 0
+    exact_knn(torch.randn(2000, args.dim), k)  # numba kernels compiled or loaded
+    knn_module.CPU_KERNELS_MIN_SCORES = default_min
     for n in args.sizes:
         x = torch.randn(n, args.dim, generator=torch.Generator().manual_seed(n))
         xn = x.numpy()
         reps = args.repeats if n < 20000 else 1
         t_eng, res = best_of(lambda: exact_knn(x, k), reps)
         t_floor, flops = bf16_floor(n, args.dim, torch.device("cpu"), repeats=reps)
+        default_kernels = n * n / 2 >= knn_module.CPU_KERNELS_MIN_SCORES
+        # the same search with the other way of merging score blocks (numba kernels or torch.topk)
+        knn_module.CPU_KERNELS_MIN_SCORES = float("inf") if default_kernels else 0
+        t_other, res_other = best_of(lambda: exact_knn(x, k), reps)
+        knn_module.CPU_KERNELS_MIN_SCORES = default_min
+        if not (torch.equal(res.indices, res_other.indices) and torch.equal(res.distances, res_other.distances)):
+            raise SystemExit(f"n = {n}: the numba kernels and torch.topk merges disagree")
+        merges = ("numba", "torch.topk") if default_kernels else ("torch.topk", "numba")
         t_sk, _ = best_of(lambda: NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(xn).kneighbors(xn), reps)
         if faiss is not None:
             def run_faiss():
@@ -83,8 +97,9 @@ def main(argv=None):
             fa_cols = f"{t_fa:.2f} s | {t_eng / t_fa:.2f} | {overlap(res.indices.numpy(), fa):.4f}"
         else:
             fa_cols = "not installed | - | -"
-        lines.append(f"| {n:,} | {t_eng:.2f} s ({res.info['precision']}, {res.info['fallback_rows']} rows "
-                     f"recomputed) | {t_floor:.3f} s ({rate(flops)}) | {t_eng / t_floor:.2f} | {t_sk:.2f} s | "
+        lines.append(f"| {n:,} | {t_eng:.2f} s ({merges[0]}; {res.info['precision']}, {res.info['fallback_rows']} "
+                     f"rows recomputed) | {t_floor:.3f} s ({rate(flops)}) | {t_eng / t_floor:.2f} | {t_other:.2f} s "
+                     f"({merges[1]}) | {t_eng / t_other:.2f} | {t_sk:.2f} s | "
                      f"{t_eng / t_sk:.2f} | {fa_cols} |")
         print(lines[-1], flush=True)
     if args.approx_n:

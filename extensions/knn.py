@@ -32,6 +32,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
+from . import block_topk
 from ._checks import HubnessError, as_latents, check_k, resolve_device
 
 log = logging.getLogger(__name__)
@@ -555,6 +556,36 @@ def _merge(best_s, best_i, s, i, K):
     return best_s, i.gather(1, sel)
 
 
+#: CPU searches that score at least this many pairs merge their blocks with the numba kernels of
+#: :mod:`extensions.block_topk`, smaller ones with ``torch.topk``: loading the compiled kernels costs about
+#: 0.3 s per process (compiling them, once per machine, about 10 s), more than they save below ~20k latents.
+CPU_KERNELS_MIN_SCORES = 2 ** 29
+
+
+def _kernels(like: torch.Tensor, scores: float) -> bool:
+    return (scores >= CPU_KERNELS_MIN_SCORES and like.device.type == "cpu"
+            and block_topk.available(like.dtype))
+
+
+def _empty_best(rows: int, K: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.full((rows, K), float("-inf"), dtype=like.dtype, device=like.device),
+            torch.zeros((rows, K), dtype=torch.int64, device=like.device))
+
+
+def _merge_rows(s: torch.Tensor, offset: int, best_s, best_i, K: int, kernels: bool):
+    """Merge the rows of a block (columns from ``offset``) into the running top-K lists (None: none yet),
+    with the numba kernels or ``torch.topk``."""
+    if kernels:
+        if best_s is None:
+            best_s, best_i = _empty_best(s.shape[0], K, s)
+        block_topk.merge_rows_(s, offset, best_s, best_i)
+        return best_s, best_i
+    v, i = _block_topk(s, min(K, s.shape[1]), 1)
+    if best_s is None:
+        return v, i + offset
+    return _merge(best_s, best_i, v, i + offset, K)
+
+
 def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     """Top-K screen scores of every latent among the others, over the upper triangle only.
 
@@ -569,20 +600,21 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     # transposed top-k rows wide enough to run fast; a chunk and its transpose fit the budget.
     tile = max(1, min(4096, max(512, -(-n // 4)), math.isqrt(budget // (4 * elem))))
     width = max(tile, budget // (2 * elem * tile))
-    best_s = torch.full((n, K), float("-inf"), dtype=scr.left.dtype, device=scr.left.device)
-    best_i = torch.zeros((n, K), dtype=torch.int64, device=scr.left.device)
+    best_s, best_i = _empty_best(n, K, scr.left)
+    kernels = _kernels(scr.left, n * n / 2)
     mm = _BlockProduct(min(tile, n) * min(max(tile, width), n), scr.left)
     for r0 in range(0, n, tile):
         r1 = min(r0 + tile, n)
         s = mm(scr.left[r0:r1], scr.right[r0:r1])
         s.diagonal().fill_(float("-inf"))
-        v, i = _block_topk(s, min(K, r1 - r0), 1)
-        best_s[r0:r1], best_i[r0:r1] = _merge(best_s[r0:r1], best_i[r0:r1], v, i + r0, K)
+        best_s[r0:r1], best_i[r0:r1] = _merge_rows(s, r0, best_s[r0:r1], best_i[r0:r1], K, kernels)
         for c0 in range(r1, n, width):
             c1 = min(c0 + width, n)
             s = mm(scr.left[r0:r1], scr.right[c0:c1])
-            v, i = _block_topk(s, min(K, c1 - c0), 1)
-            best_s[r0:r1], best_i[r0:r1] = _merge(best_s[r0:r1], best_i[r0:r1], v, i + c0, K)
+            if kernels:  # rows and columns in one read of the block
+                block_topk.merge_both_(s, c0, best_s[r0:r1], best_i[r0:r1], r0, best_s[c0:c1], best_i[c0:c1])
+                continue
+            best_s[r0:r1], best_i[r0:r1] = _merge_rows(s, c0, best_s[r0:r1], best_i[r0:r1], K, kernels)
             v, i = _block_topk(s, min(K, r1 - r0), 0)
             best_s[c0:c1], best_i[c0:c1] = _merge(best_s[c0:c1], best_i[c0:c1], v.T, i.T + r0, K)
         yield r0, r1, best_s[r0:r1], best_i[r0:r1]
@@ -600,6 +632,7 @@ def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     rows = max(1, min(4096, n, math.isqrt(budget // elem)))
     width = max(K + 1, budget // (elem * rows))
     mm = _BlockProduct(rows * min(width, n), scr.left)
+    kernels = _kernels(scr.left, n * n)
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         best_s = best_i = None
@@ -609,11 +642,7 @@ def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
             a, b = max(r0, c0), min(r1, c1)
             if a < b:  # the block's own latents
                 s[a - r0:b - r0, a - c0:b - c0].diagonal().fill_(float("-inf"))
-            v, i = _block_topk(s, min(K, c1 - c0), 1)
-            if best_s is None:
-                best_s, best_i = v, i + c0
-            else:
-                best_s, best_i = _merge(best_s, best_i, v, i + c0, K)
+            best_s, best_i = _merge_rows(s, c0, best_s, best_i, K, kernels)
         yield r0, r1, best_s, best_i
 
 
@@ -635,6 +664,7 @@ def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: f
             max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * min_rows * elem)))
         rows = rows_per_block(cols, 2 * elem, memory_budget_mb, max_rows=8192)
     mm = _BlockProduct(min(rows, qs.left.shape[0]) * min(cols, n), qs.left)
+    kernels = _kernels(qs.left, qs.left.shape[0] * n)
     for r0 in range(0, qs.left.shape[0], rows):
         r1 = min(r0 + rows, qs.left.shape[0])
         best_s = best_i = None
@@ -650,11 +680,7 @@ def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: f
                 own = qidx[r0:r1]
                 hit = ((own >= c0) & (own < c1)).nonzero().squeeze(1)
                 s[hit, own[hit] - c0] = float("-inf")
-            v, i = _block_topk(s, min(K, c1 - c0), 1)
-            if best_s is None:
-                best_s, best_i = v, i + c0
-            else:
-                best_s, best_i = _merge(best_s, best_i, v, i + c0, K)
+            best_s, best_i = _merge_rows(s, c0, best_s, best_i, K, kernels)
         yield r0, r1, best_s, best_i
 
 

@@ -1,0 +1,258 @@
+"""CPU kernels that merge a block of screen scores into running top-K lists, row-wise and column-wise.
+
+``torch.topk`` on the CPU costs about 1 ns per score along rows and 3 ns along columns (it copies each
+strided column out), several times the block's bfloat16 GEMM. These numba kernels read each score once:
+a branch-free maximum over a run of scores (vectorised) against the list's current K-th largest score,
+and only runs that beat it are inserted into a K-entry min-heap. After the first blocks almost no run
+does, so a pass costs about as much as reading the block.
+
+Scores are compared through an order-preserving integer key of their bit pattern (``v`` for ``v >= 0``,
+``v ^ 0x7f..f`` for ``v < 0``), which makes one kernel serve bfloat16 (int16 view) and float32 (int32 view)
+and is its own inverse. Ties between equal scores may keep either entry, as ``torch.topk`` does; callers
+certify their candidates for that. NaN scores are not supported (the search never makes one).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+#: Groups per row: each row's candidates come from the groups holding its K-th largest group maximum or more.
+_GROUPS = 256
+#: Rows per run along a column, and columns per stripe (one thread's share of the column pass).
+_ROWS = 16
+_STRIPE = 512
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba comes with pynndescent, an install requirement
+    numba = None
+
+# integer view, key mask, sign shift, smallest key (typed, so that the scan stays in narrow SIMD lanes)
+_INT_VIEW = {torch.bfloat16: (torch.int16, np.int16(0x7FFF), np.int16(15), np.int16(-2 ** 15)),
+             torch.float32: (torch.int32, np.int32(0x7FFFFFFF), np.int32(31), np.int32(-2 ** 31))}
+
+
+def available(dtype: torch.dtype) -> bool:
+    """Whether the kernels can merge scores of ``dtype`` here (numba importable, bfloat16 or float32)."""
+    return numba is not None and dtype in _INT_VIEW
+
+
+if numba is not None:
+    @numba.njit(inline="always")
+    def _sift_down(keys, idx, pos):
+        """Restore the min-heap property of (keys, idx) below ``pos``."""
+        n = keys.shape[0]
+        key, ind = keys[pos], idx[pos]
+        while True:
+            child = 2 * pos + 1
+            if child >= n:
+                break
+            if child + 1 < n and keys[child + 1] < keys[child]:
+                child += 1
+            if keys[child] >= key:
+                break
+            keys[pos], idx[pos] = keys[child], idx[child]
+            pos = child
+        keys[pos], idx[pos] = key, ind
+
+    @numba.njit(inline="always")
+    def _load_heap(best_s, best_i, row, mask, keys, idx):
+        K = keys.shape[0]
+        for j in range(K):
+            v = best_s[row, j]
+            keys[j] = v if v >= 0 else v ^ mask
+            idx[j] = best_i[row, j]
+        for pos in range(K // 2 - 1, -1, -1):
+            _sift_down(keys, idx, pos)
+
+    @numba.njit(inline="always")
+    def _store_heap(best_s, best_i, row, mask, keys, idx):
+        for j in range(keys.shape[0]):
+            key = keys[j]
+            best_s[row, j] = key if key >= 0 else key ^ mask
+            best_i[row, j] = idx[j]
+
+    @numba.njit(inline="always")
+    def _kth_largest(values, K, scratch, lowest):
+        """The K-th largest of ``values`` (``lowest`` if there are fewer), with a min-heap in ``scratch``."""
+        n = values.shape[0]
+        if n < K:
+            return lowest
+        for j in range(K):
+            scratch[j] = values[j]
+        for pos in range(K // 2 - 1, -1, -1):
+            _sift_key(scratch, pos, K)
+        for j in range(K, n):
+            if values[j] > scratch[0]:
+                scratch[0] = values[j]
+                _sift_key(scratch, 0, K)
+        return scratch[0]
+
+    @numba.njit(inline="always")
+    def _sift_key(keys, pos, n):
+        key = keys[pos]
+        while True:
+            child = 2 * pos + 1
+            if child >= n:
+                break
+            if child + 1 < n and keys[child + 1] < keys[child]:
+                child += 1
+            if keys[child] >= key:
+                break
+            keys[pos] = keys[child]
+            pos = child
+        keys[pos] = key
+
+    @numba.njit(inline="always")
+    def _merge_row(s, r, offset, best_s, best_i, row, mask, shift, lowest):
+        """Merge row ``r`` of ``s`` into list ``row`` of (best_s, best_i)."""
+        W = s.shape[1]
+        K = best_s.shape[1]
+        # Group g of a row holds its entries g, g + G, g + 2G, ...: the group maxima are an element-wise
+        # maximum of the row's consecutive segments of G entries (vectorised, no horizontal reduction).
+        G = min(W, _GROUPS)
+        keys = np.empty(K, dtype=s.dtype)
+        idx = np.empty(K, dtype=np.int64)
+        top = np.empty(G, dtype=s.dtype)
+        scratch = np.empty(K, dtype=s.dtype)
+        _load_heap(best_s, best_i, row, mask, keys, idx)
+        for g in range(G):
+            v = s[r, g]
+            top[g] = v ^ ((v >> shift) & mask)
+        for j0 in range(G, W, G):
+            for g in range(min(G, W - j0)):
+                v = s[r, j0 + g]
+                key = v ^ ((v >> shift) & mask)
+                top[g] = key if key > top[g] else top[g]
+        # At least K entries reach the K-th largest group maximum: no smaller entry is a candidate.
+        bound = _kth_largest(top, K, scratch, lowest)
+        for g in range(G):
+            if top[g] >= bound and top[g] > keys[0]:
+                for j in range(g, W, G):
+                    v = s[r, j]
+                    key = v ^ ((v >> shift) & mask)
+                    if key >= bound and key > keys[0]:
+                        keys[0], idx[0] = key, offset + j
+                        _sift_down(keys, idx, 0)
+        _store_heap(best_s, best_i, row, mask, keys, idx)
+
+    @numba.njit(inline="always")
+    def _run_maxima(s, q, runmax, mask, shift):
+        """``runmax[q]``: each column's largest key over rows ``q * _ROWS`` to ``q * _ROWS + _ROWS - 1``."""
+        R, W = s.shape
+        r0 = q * _ROWS
+        for c in range(W):
+            v = s[r0, c]
+            runmax[q, c] = v ^ ((v >> shift) & mask)
+        for r in range(r0 + 1, min(r0 + _ROWS, R)):
+            for c in range(W):
+                v = s[r, c]
+                key = v ^ ((v >> shift) & mask)
+                runmax[q, c] = key if key > runmax[q, c] else runmax[q, c]
+
+    @numba.njit(inline="always")
+    def _merge_stripe(s, t, runmax, offset, best_s, best_i, mask, shift, lowest):
+        """Merge columns ``t * _STRIPE`` onwards (one stripe) into their lists, given the run maxima."""
+        R, W = s.shape
+        K = best_s.shape[1]
+        runs = runmax.shape[0]
+        c0 = t * _STRIPE
+        width = min(c0 + _STRIPE, W) - c0
+        keys = np.empty((width, K), dtype=s.dtype)
+        idx = np.empty((width, K), dtype=np.int64)
+        bound = np.empty(width, dtype=s.dtype)
+        column = np.empty(runs, dtype=s.dtype)
+        scratch = np.empty(K, dtype=s.dtype)
+        for c in range(width):
+            _load_heap(best_s, best_i, c0 + c, mask, keys[c], idx[c])
+            for q in range(runs):
+                column[q] = runmax[q, c0 + c]
+            bound[c] = _kth_largest(column, K, scratch, lowest)
+        # In row order, so that a run's rows of the stripe stay in cache: the runs each column needs.
+        for q in range(runs):
+            r0 = q * _ROWS
+            for c in range(width):
+                m = runmax[q, c0 + c]
+                if m >= bound[c] and m > keys[c, 0]:
+                    for r in range(r0, min(r0 + _ROWS, R)):
+                        v = s[r, c0 + c]
+                        key = v ^ ((v >> shift) & mask)
+                        if key >= bound[c] and key > keys[c, 0]:
+                            keys[c, 0], idx[c, 0] = key, offset + r
+                            _sift_down(keys[c], idx[c], 0)
+        for c in range(width):
+            _store_heap(best_s, best_i, c0 + c, mask, keys[c], idx[c])
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _merge_rows_kernel(s, offset, best_s, best_i, mask, shift, lowest):
+        for r in numba.prange(s.shape[0]):
+            _merge_row(s, r, offset, best_s, best_i, r, mask, shift, lowest)
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _merge_both_kernel(s, row_offset, row_s, row_i, col_offset, col_s, col_i, mask, shift, lowest):
+        R, W = s.shape
+        runmax = np.empty(((R + _ROWS - 1) // _ROWS, W), dtype=s.dtype)
+        for q in numba.prange(runmax.shape[0]):
+            for r in range(q * _ROWS, min(q * _ROWS + _ROWS, R)):
+                _merge_row(s, r, row_offset, row_s, row_i, r, mask, shift, lowest)
+            _run_maxima(s, q, runmax, mask, shift)  # the run's rows are still in cache
+        for t in numba.prange((W + _STRIPE - 1) // _STRIPE):
+            _merge_stripe(s, t, runmax, col_offset, col_s, col_i, mask, shift, lowest)
+
+
+def _int_views(s: torch.Tensor, best_s: torch.Tensor, best_i: torch.Tensor):
+    if s.device.type != "cpu" or s.dtype != best_s.dtype or not available(s.dtype):
+        raise ValueError(f"the kernels merge CPU bfloat16 or float32 scores, got {s.dtype} on {s.device}")
+    if not (best_s.is_contiguous() and best_i.is_contiguous() and best_i.dtype == torch.int64):
+        raise ValueError("best_s and best_i must be contiguous, best_i int64")
+    int_dtype, mask, shift, lowest = _INT_VIEW[s.dtype]
+    return s.view(int_dtype).numpy(), best_s.view(int_dtype).numpy(), best_i.numpy(), mask, shift, lowest
+
+
+def merge_rows_(s: torch.Tensor, offset: int, best_s: torch.Tensor, best_i: torch.Tensor) -> None:
+    """Merge each row of a score block into its running top-K list, in place.
+
+    Parameters
+    ----------
+    s : torch.Tensor, shape (R, W), bfloat16 or float32, CPU
+        Scores of R rows against W columns; column ``j`` has index ``offset + j``. Rows may be strided.
+    offset : int
+    best_s : torch.Tensor, shape (R, K), dtype of ``s``, contiguous
+        The K largest scores of each row so far (any order; ``-inf`` for empty slots); updated.
+    best_i : torch.Tensor, shape (R, K), int64, contiguous
+        Their column indices; updated.
+    """
+    ss, bs, bi, *key = _int_views(s, best_s, best_i)
+    if s.shape[0] != best_s.shape[0]:
+        raise ValueError(f"{s.shape[0]} rows of scores for {best_s.shape[0]} lists")
+    _merge_rows_kernel(ss, int(offset), bs, bi, *key)
+
+
+def merge_both_(s: torch.Tensor, row_offset: int, row_s: torch.Tensor, row_i: torch.Tensor, col_offset: int,
+                col_s: torch.Tensor, col_i: torch.Tensor) -> None:
+    """Merge each row of a score block into its list (:func:`merge_rows_`) and each column into its own, in
+    place, reading the block once.
+
+    Parameters
+    ----------
+    s : torch.Tensor, shape (R, W), bfloat16 or float32, CPU
+    row_offset : int
+        Index of column 0 in the row lists.
+    row_s, row_i : torch.Tensor, shape (R, K)
+        The rows' lists, as in :func:`merge_rows_`.
+    col_offset : int
+        Index of row 0 in the column lists.
+    col_s, col_i : torch.Tensor, shape (W, K)
+        The columns' lists: the K largest scores of each column so far, and their row indices.
+    """
+    ss, bs, bi, *key = _int_views(s, row_s, row_i)
+    _, cs, ci, *_ = _int_views(s, col_s, col_i)
+    if s.shape[0] != row_s.shape[0] or s.shape[1] != col_s.shape[0]:
+        raise ValueError(f"a {tuple(s.shape)} block of scores for {row_s.shape[0]} row and {col_s.shape[0]} "
+                         f"column lists")
+    _merge_both_kernel(ss, int(row_offset), bs, bi, int(col_offset), cs, ci, *key)
