@@ -9,6 +9,7 @@ engine's exact path at that size.
 
     python benchmarks/knn.py                       # n = 10k, 40k; approximate at 100k
     python benchmarks/knn.py --sizes 10000 --approx-n 0 --out table.md
+    python benchmarks/knn.py --engine-only --sizes 1000000     # time and peak memory only
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from extensions import knn as knn_module  # noqa: E402
 from extensions.knn import approximate_knn, exact_knn  # noqa: E402
 from knn_cuda import bf16_floor, rate  # noqa: E402
+from tables import print_table  # noqa: E402
 
 
 def best_of(fn, repeats):
@@ -42,6 +44,27 @@ def overlap(a, b):
     return float(np.mean([len(np.intersect1d(x, y)) for x, y in zip(a, b)]) / a.shape[1])
 
 
+def engine_only(args):
+    """One exact search per size: seconds, peak resident memory of the process, and the input's size."""
+    import resource
+    lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} threads; d = {args.dim}, k = {args.k}, N(0, I) latents, default memory "
+             f"budget", "", "| n | engine exact | hub values: largest m | input (float32) | peak resident memory |",
+             "|---|---|---|---|---|"]
+    for n in args.sizes:
+        x = torch.randn(n, args.dim, generator=torch.Generator().manual_seed(n))
+        start = time.perf_counter()
+        res = exact_knn(x, args.k)
+        t = time.perf_counter() - start
+        m = np.bincount(res.indices.numpy().ravel(), minlength=n)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB -> GiB
+        lines.append(f"| {n:,} | {t:.1f} s ({res.info['precision']}, {res.info['fallback_rows']} rows recomputed) | "
+                     f"{m.max()} | {x.numel() * 4 / 2 ** 30:.2f} GiB | {peak:.2f} GiB |")
+        print(lines[-1], flush=True)
+        del x, res
+    print_table(lines, args.out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 40000])
@@ -50,7 +73,11 @@ def main(argv=None):
     ap.add_argument("--approx-n", type=int, default=100000, help="pool size for the approximate path (0: skip)")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs below n = 20000, else 1")
     ap.add_argument("--out", help="also write the table (markdown) here")
+    ap.add_argument("--engine-only", action="store_true",
+                    help="time the engine alone, once per size, with the process's peak memory (for n = 1M)")
     args = ap.parse_args(argv)
+    if args.engine_only:
+        return engine_only(args)
 
     threads = torch.get_num_threads()
     try:
@@ -112,11 +139,7 @@ def main(argv=None):
                   "recall@k over all queries |", "|---|---|---|---|---|---|",
                   f"| {n:,} | {t_ex:.1f} s | {t_ap:.1f} s | {t_ap / t_ex:.2f} | {ap_res.recall:.3f} | {true_recall:.3f} |"]
         print(lines[-1], flush=True)
-    table = "\n".join(lines)
-    print("\n" + table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+    print_table(lines, args.out)
 
 
 if __name__ == "__main__":

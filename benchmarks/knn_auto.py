@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from extensions.knn import approximate_knn, exact_knn  # noqa: E402
+from tables import print_table  # noqa: E402
 
 RECALL_MIN = 0.95
 DATA = ("gaussian", "digits-w", "sg3-w")
@@ -121,12 +122,8 @@ def main(argv=None):
                          f"{'' if res.recall >= RECALL_MIN else ' (falls back to exact)'} |")
             print(lines[-1], flush=True)
         leads.append(f"- {kind}: approximate faster than exact from n = {crossover(ns, te, ta)}")
-    table = "\n".join(lines + ["", "Extrapolated crossover (power laws through the two largest sizes; a lead, "
-                                    "not a measurement):"] + leads)
-    print("\n" + table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+    print_table(lines + ["", "Extrapolated crossover (power laws through the two largest sizes; a lead, "
+                          "not a measurement):"] + leads, args.out)
 
 
 if __name__ == "__main__":

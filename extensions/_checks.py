@@ -94,6 +94,33 @@ def as_latents(x, name: str = "latents", device=None) -> torch.Tensor:
     return x
 
 
+def real_values(x, name: str):
+    """``x`` (a tensor, array or nested sequence of real numbers) as a tensor holding its own values (no
+    rounding), and whether it came as a tensor; anything else is a :class:`HubnessError` naming ``name``."""
+    if isinstance(x, torch.Tensor):
+        if x.is_complex() or x.dtype == torch.bool:
+            raise HubnessError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        return x.detach(), True
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        raise HubnessError(f"{name} must be a numeric array or tensor, got {type(x).__name__}") from exc
+    if arr.dtype.kind not in "fiu":
+        raise HubnessError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        arr = arr.astype(np.float64)  # torch has no extended precision
+    return torch.as_tensor(np.ascontiguousarray(arr)), False
+
+
+def check_class(class_idx, num_classes: int) -> int:
+    """``class_idx`` as an int in 0..num_classes-1, else a :class:`HubnessError` that says which to use."""
+    if isinstance(class_idx, bool) or not isinstance(class_idx, (int, np.integer)) or \
+            not 0 <= class_idx < num_classes:
+        raise HubnessError(f"class {class_idx!r} is out of range: this network has {num_classes} classes, "
+                           f"use --class 0..{num_classes - 1}")
+    return int(class_idx)
+
+
 def check_k(k, n: int, *, name: str = "k") -> int:
     """``k`` must be an integer with 1 <= k < n (a latent cannot be its own neighbour)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):

@@ -78,35 +78,20 @@ if numba is not None:
             best_i[row, j] = idx[j]
 
     @numba.njit(inline="always")
-    def _kth_largest(values, K, scratch, lowest):
-        """The K-th largest of ``values`` (``lowest`` if there are fewer), with a min-heap in ``scratch``."""
+    def _kth_largest(values, K, keys, idx, lowest):
+        """The K-th largest of ``values`` (``lowest`` if there are fewer), with a min-heap in (keys, idx)."""
         n = values.shape[0]
         if n < K:
             return lowest
         for j in range(K):
-            scratch[j] = values[j]
+            keys[j] = values[j]
         for pos in range(K // 2 - 1, -1, -1):
-            _sift_key(scratch, pos, K)
+            _sift_down(keys, idx, pos)
         for j in range(K, n):
-            if values[j] > scratch[0]:
-                scratch[0] = values[j]
-                _sift_key(scratch, 0, K)
-        return scratch[0]
-
-    @numba.njit(inline="always")
-    def _sift_key(keys, pos, n):
-        key = keys[pos]
-        while True:
-            child = 2 * pos + 1
-            if child >= n:
-                break
-            if child + 1 < n and keys[child + 1] < keys[child]:
-                child += 1
-            if keys[child] >= key:
-                break
-            keys[pos] = keys[child]
-            pos = child
-        keys[pos] = key
+            if values[j] > keys[0]:
+                keys[0] = values[j]
+                _sift_down(keys, idx, 0)
+        return keys[0]
 
     @numba.njit(inline="always")
     def _merge_row(s, r, offset, best_s, best_i, row, mask, shift, lowest):
@@ -119,7 +104,6 @@ if numba is not None:
         keys = np.empty(K, dtype=s.dtype)
         idx = np.empty(K, dtype=np.int64)
         top = np.empty(G, dtype=s.dtype)
-        scratch = np.empty(K, dtype=s.dtype)
         _load_heap(best_s, best_i, row, mask, keys, idx)
         for g in range(G):
             v = s[r, g]
@@ -130,7 +114,7 @@ if numba is not None:
                 key = v ^ ((v >> shift) & mask)
                 top[g] = key if key > top[g] else top[g]
         # At least K entries reach the K-th largest group maximum: no smaller entry is a candidate.
-        bound = _kth_largest(top, K, scratch, lowest)
+        bound = _kth_largest(top, K, np.empty(K, dtype=s.dtype), np.empty(K, dtype=np.int64), lowest)
         for g in range(G):
             if top[g] >= bound and top[g] > keys[0]:
                 for j in range(g, W, G):
@@ -167,12 +151,12 @@ if numba is not None:
         idx = np.empty((width, K), dtype=np.int64)
         bound = np.empty(width, dtype=s.dtype)
         column = np.empty(runs, dtype=s.dtype)
-        scratch = np.empty(K, dtype=s.dtype)
+        scratch, scratch_idx = np.empty(K, dtype=s.dtype), np.empty(K, dtype=np.int64)
         for c in range(width):
             _load_heap(best_s, best_i, c0 + c, mask, keys[c], idx[c])
             for q in range(runs):
                 column[q] = runmax[q, c0 + c]
-            bound[c] = _kth_largest(column, K, scratch, lowest)
+            bound[c] = _kth_largest(column, K, scratch, scratch_idx, lowest)
         # In row order, so that a run's rows of the stripe stay in cache: the runs each column needs.
         for q in range(runs):
             r0 = q * _ROWS

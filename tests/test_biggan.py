@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import tiny_networks
+from tiny_networks import settle_spectral_norms
 from reference import brute_knn
 
 biggan = pytest.importorskip("pytorch_pretrained_biggan")  # installed by `make` (setup.cfg)
@@ -39,14 +40,7 @@ def tiny_biggan(seed: int = 0, channel_width: int = 8):
     with torch.no_grad():
         model.generator.bn.weight.fill_(1)
         model.generator.bn.bias.zero_()
-        for module in model.modules():
-            if hasattr(module, "weight_u"):
-                W, u = module.weight_orig.flatten(1), module.weight_u
-                for _ in range(50):
-                    v = torch.nn.functional.normalize(W.t() @ u, dim=0, eps=1e-12)
-                    u = torch.nn.functional.normalize(W @ v, dim=0, eps=1e-12)
-                module.weight_u.copy_(u)
-                module.weight_v.copy_(v)
+        settle_spectral_norms(model)
     return model, config
 
 

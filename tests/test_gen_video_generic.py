@@ -67,17 +67,7 @@ def strip_cells(path, count, height, width):
 # ------------------------------------------------------------------------------------------------------ BigGAN
 
 biggan = pytest.importorskip("pytorch_pretrained_biggan")
-from test_biggan import CLASS, hub_values, package_image, save_folder, tiny_biggan  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def biggan_dir(tmp_path_factory):
-    return save_folder(tmp_path_factory.mktemp("biggan") / "tiny-biggan", *tiny_biggan())
-
-
-@pytest.fixture(scope="module")
-def package_model(biggan_dir):
-    return biggan.BigGAN.from_pretrained(str(biggan_dir)).eval()
+from test_biggan import CLASS, biggan_dir, hub_values, package_image, package_model  # noqa: E402, F401 (fixtures)
 
 
 def package_call(model, z, psi, class_idx=CLASS) -> np.ndarray:

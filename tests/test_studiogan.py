@@ -22,6 +22,7 @@ from extensions.generators import studiogan as S
 from extensions.render import load_png
 from extensions.stylegan.loader import load_network
 from reference import brute_knn
+from tiny_networks import settle_spectral_norms
 from test_gen_images_hub import CLI, command_runner
 
 pytestmark = [pytest.mark.needs_studiogan, pytest.mark.usefixtures("one_thread")]
@@ -67,15 +68,7 @@ def tiny_generator(modules, config_path, seed):
                              g_conv_dim=M.g_conv_dim, apply_attn=M.apply_attn, attn_g_loc=M.attn_g_loc,
                              g_cond_mtd=M.g_cond_mtd, num_classes=cfgs.DATA.num_classes, g_init=M.g_init,
                              g_depth=M.g_depth, mixed_precision=False, MODULES=cfgs.MODULES, MODEL=M)
-    with torch.no_grad():
-        for module in G.modules():
-            if hasattr(module, "weight_u"):
-                W, u = module.weight_orig.flatten(1), module.weight_u
-                for _ in range(50):
-                    v = torch.nn.functional.normalize(W.t() @ u, dim=0, eps=1e-12)
-                    u = torch.nn.functional.normalize(W @ v, dim=0, eps=1e-12)
-                module.weight_u.copy_(u)
-                module.weight_v.copy_(v)
+    settle_spectral_norms(G)
     return G.eval()
 
 

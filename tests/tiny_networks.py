@@ -170,3 +170,18 @@ def run_python(args, *, cwd=None, timeout: float = 300, prepend=(), **env) -> su
     """Run ``python args...`` with :func:`subprocess_env`; returns the completed process (text output)."""
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=subprocess_env(prepend=prepend, **env),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def settle_spectral_norms(model: torch.nn.Module, iterations: int = 50) -> None:
+    """Run the power iteration of every spectral norm (``weight_u`` / ``weight_v`` buffers, as
+    pytorch-pretrained-biggan and StudioGAN keep them) to convergence, so that a random-weight network
+    renders the same images in eval mode as after its stored estimate was refreshed."""
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "weight_u"):
+                W, u = module.weight_orig.flatten(1), module.weight_u
+                for _ in range(iterations):
+                    v = torch.nn.functional.normalize(W.t() @ u, dim=0, eps=1e-12)
+                    u = torch.nn.functional.normalize(W @ v, dim=0, eps=1e-12)
+                module.weight_u.copy_(u)
+                module.weight_v.copy_(v)

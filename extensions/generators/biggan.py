@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .._checks import HubnessError
+from .._checks import HubnessError, check_class
 from ..outdir import file_sha256
 from ..stylegan.adapter import TruncatedZAdapter
 from ..stylegan.loader import NetworkLoadError, NetworkNotFoundError, NotAGeneratorError, OfflineError
@@ -245,11 +245,7 @@ class BigGANGenerator(torch.nn.Module):
     def bind_class(self, class_idx: int) -> "BigGANGenerator":
         """The same model as an unconditional generator of class ``class_idx`` (for code that takes
         unconditional generators only, such as the report's figures); the weights are shared."""
-        if isinstance(class_idx, bool) or not isinstance(class_idx, (int, np.integer)) or \
-                not 0 <= class_idx < self.num_classes:
-            raise HubnessError(f"class {class_idx!r} is out of range: this network has {self.num_classes} classes, "
-                               f"use --class 0..{self.num_classes - 1}")
-        return BigGANGenerator(self.biggan, self.name, int(class_idx)).train(self.training)
+        return BigGANGenerator(self.biggan, self.name, check_class(class_idx, self.num_classes)).train(self.training)
 
     def forward(self, z: torch.Tensor, c: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         """Images (n, 3, H, W) in [-1, 1] of latents z (n, z_dim) and one-hot labels c (n, c_dim)."""

@@ -51,7 +51,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .._checks import HubnessError
+from .._checks import HubnessError, check_class
 from ..outdir import file_sha256
 from ..stylegan.adapter import TruncatedZAdapter
 from ..stylegan.checkout import CheckoutError, CheckoutNotFoundError
@@ -432,11 +432,7 @@ class StudioGANGenerator(torch.nn.Module):
     def bind_class(self, class_idx: int) -> "StudioGANGenerator":
         """The same model as an unconditional generator of class ``class_idx`` (for code that takes
         unconditional generators only, such as the report's figures); the weights are shared."""
-        if isinstance(class_idx, bool) or not isinstance(class_idx, (int, np.integer)) or \
-                not 0 <= class_idx < self.num_classes:
-            raise HubnessError(f"class {class_idx!r} is out of range: this network has {self.num_classes} classes, "
-                               f"use --class 0..{self.num_classes - 1}")
-        return StudioGANGenerator(self.studiogan, self.cfgs, self.name, int(class_idx)).train(self.training)
+        return StudioGANGenerator(self.studiogan, self.cfgs, self.name, check_class(class_idx, self.num_classes)).train(self.training)
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0) -> torch.Tensor:
         """Images (n, C, H, W) in [-1, 1] of latents z (n, z_dim), as the samplers carry them (``t * z``

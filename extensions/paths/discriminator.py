@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._checks import HubnessError, resolve_device
+from .._checks import HubnessError, real_values, resolve_device
 from .interpolation import interpolate
 
 log = logging.getLogger(__name__)
@@ -449,17 +449,7 @@ def _check_number(value, name: str) -> float:
 
 def _endpoint(x, name: str) -> torch.Tensor:
     """An endpoint as a finite float32 tensor of shape (d,)."""
-    if not isinstance(x, torch.Tensor):
-        try:
-            arr = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise HubnessError(f"{name} must be a numeric latent of shape (d,), got {type(x).__name__}") from exc
-        if arr.dtype.kind not in "fiu":
-            raise HubnessError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-        x = torch.as_tensor(arr.astype(np.float64))
-    if x.is_complex() or x.dtype == torch.bool:
-        raise HubnessError(f"{name} must hold real numbers, got dtype {x.dtype}")
-    x = x.detach()
+    x = real_values(x, name)[0]
     if x.ndim == 2 and x.shape[0] == 1:
         x = x[0]
     if x.ndim != 1 or x.shape[0] < 1:

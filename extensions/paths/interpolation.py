@@ -55,7 +55,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .._checks import HubnessError
+from .._checks import HubnessError, real_values
 from .maps import cauchy_to_chi, cauchy_to_gaussian, chi_to_cauchy, gaussian_to_cauchy
 
 __all__ = ["GAUSSIAN_METHODS", "INTERPOLATIONS", "interpolate", "register_interpolation"]
@@ -140,25 +140,8 @@ def interpolate(a, b, t, method: str = "linear", **options):
 
 # ---------------------------------------------------------------------------------------------- input checks
 
-def _as_values(x, name: str):
-    """``x`` as a tensor holding its own values (no rounding), and whether it came as a tensor."""
-    if isinstance(x, torch.Tensor):
-        if x.is_complex() or x.dtype == torch.bool:
-            raise HubnessError(f"{name} must hold real numbers, got dtype {x.dtype}")
-        return x.detach(), True
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as exc:
-        raise HubnessError(f"{name} must be a numeric array or tensor, got {type(x).__name__}") from exc
-    if arr.dtype.kind not in "fiu":
-        raise HubnessError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
-        arr = arr.astype(np.float64)  # torch has no extended precision
-    return torch.as_tensor(np.ascontiguousarray(arr)), False
-
-
 def _as_pair(a, b):
-    (av, a_tensor), (bv, b_tensor) = _as_values(a, "a"), _as_values(b, "b")
+    (av, a_tensor), (bv, b_tensor) = real_values(a, "a"), real_values(b, "b")
     for name, v in (("a", av), ("b", bv)):
         if v.ndim not in (1, 2) or v.shape[-1] < 1:
             raise HubnessError(f"{name} must have shape (d,) or (n, d) with d >= 1, got shape {tuple(v.shape)}")

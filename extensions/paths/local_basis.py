@@ -46,7 +46,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from .._checks import HubnessError, NonFiniteError, resolve_device
+from .._checks import HubnessError, NonFiniteError, real_values, resolve_device
 from ..knn import rows_per_block
 from .discriminator import _check_int, _check_number
 from .discriminator import _endpoint as _latent
@@ -504,17 +504,7 @@ def grassmann_distance(U, V, metric: str = "geodesic") -> float:
 
 def _subspace(x, name: str) -> torch.Tensor:
     """An orthonormal float64 basis (d, r) of the span of ``x``'s columns."""
-    if not isinstance(x, torch.Tensor):
-        try:
-            arr = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise HubnessError(f"{name} must be a numeric array of shape (d, r), got {type(x).__name__}") from exc
-        if arr.dtype.kind not in "fiu":
-            raise HubnessError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-        x = torch.as_tensor(arr.astype(np.float64))
-    if x.is_complex() or x.dtype == torch.bool:
-        raise HubnessError(f"{name} must hold real numbers, got dtype {x.dtype}")
-    x = x.detach().to("cpu", torch.float64)
+    x = real_values(x, name)[0].to("cpu", torch.float64)
     if x.ndim != 2 or x.shape[1] < 1 or x.shape[0] < x.shape[1]:
         raise HubnessError(f"{name} must have shape (d, r) with 1 <= r <= d, got shape {tuple(x.shape)}")
     bad = ~torch.isfinite(x)

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .._checks import HubnessError
+from .._checks import HubnessError, check_class
 from ..pools import seed_latents
 
 NOISE_MODES = ("const", "random", "none")
@@ -82,11 +82,7 @@ class GeneratorAdapter:
         if class_idx is None:
             raise HubnessError(f"this network is conditional ({self.c_dim} classes): give a class label "
                                f"with --class (0..{self.c_dim - 1})")
-        if isinstance(class_idx, bool) or not isinstance(class_idx, (int, np.integer)) or \
-                not 0 <= class_idx < self.c_dim:
-            raise HubnessError(f"class {class_idx!r} is out of range: this network has {self.c_dim} classes, "
-                               f"use --class 0..{self.c_dim - 1}")
-        c[:, int(class_idx)] = 1
+        c[:, check_class(class_idx, self.c_dim)] = 1
         return c
 
     def as_z(self, z) -> torch.Tensor:
