@@ -296,17 +296,25 @@ class _Screen:
             centred -= low
             self.err_norm[r0:r0 + step] = (centred * centred).sum(1).sqrt_()
 
-    def set_offset(self, offset: float) -> None:
-        """Fill the augmented columns for the offset C (until then they are 0: plain centred vectors)."""
+    def set_offset(self, offset: float, left: bool = True, right: bool = True) -> None:
+        """Fill the augmented columns for the offset C (until then they are 0: plain centred vectors).
+
+        A screen that serves one side of the GEMM only (queries: ``left``; the database of a query search:
+        ``right``) keeps that matrix alone, converted in place: no second copy of the latents.
+        """
         dim, dtype = self.dim, self.dtype
         c = offset / 4 - 0.5 * self.sq_norm
         hi = c.to(dtype)
         lo = (c - hi.double()).to(dtype)
         self.split_err = (c - hi.double() - lo.double()).abs()
         self.aug_abs = hi.double().abs() + lo.double().abs()
-        self.right = self.left.clone()
-        self.left[:, dim], self.left[:, dim + 1], self.left[:, dim + 2:dim + 4] = hi, lo, 1
-        self.right[:, dim:dim + 2], self.right[:, dim + 2], self.right[:, dim + 3] = 1, hi, lo
+        self.right = (self.left.clone() if left else self.left) if right else None
+        if left:
+            self.left[:, dim], self.left[:, dim + 1], self.left[:, dim + 2:dim + 4] = hi, lo, 1
+        else:
+            self.left = None
+        if right:
+            self.right[:, dim:dim + 2], self.right[:, dim + 2], self.right[:, dim + 3] = 1, hi, lo
 
 
 def _sq_sum_rows(a: torch.Tensor) -> torch.Tensor:
@@ -652,9 +660,9 @@ def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: f
     The GPU plan (:func:`_gpu_plan`) uses tall blocks (up to 4096 queries, which keep the GEMM efficient)
     and masks each query's own row without a device synchronisation.
     """
-    n = db.left.shape[0]
-    elem = db.left.element_size()
-    gpu = _gpu_plan(db.left.device)
+    n = db.right.shape[0]
+    elem = db.right.element_size()
+    gpu = _gpu_plan(db.right.device)
     if gpu:
         rows = max(1, min(4096, qs.left.shape[0], math.isqrt(int(memory_budget_mb * 2 ** 20) // (2 * elem))))
         cols = max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * elem * rows)))
@@ -799,9 +807,11 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
     db = _Screen(xd, mean, dtype)
     qs = db if self_search else _Screen(xq, mean, dtype)
     offset = _typical_kth_distance(qs, db, qidx, k, memory_budget_mb)
-    db.set_offset(offset)
-    if qs is not db:
-        qs.set_offset(offset)
+    if qs is db:
+        db.set_offset(offset)
+    else:  # a query search multiplies query rows by database rows only
+        db.set_offset(offset, left=False)
+        qs.set_offset(offset, right=False)
     # |S - S~| <= A_i + u|S~| / (1 - u): input rounding (Cauchy-Schwarz), float32 accumulation, c split.
     u_rel = _UNIT_ROUNDOFF[dtype] / (1 - _UNIT_ROUNDOFF[dtype])
     gamma = db.width * 2.0 ** -24 / (1 - db.width * 2.0 ** -24)
@@ -850,6 +860,7 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
             out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
             failed.append((lb_out <= vals[:, -1].double()).nonzero().squeeze(1) + r0)
     failed = torch.cat(failed)
+    del db, qs, blocks  # the screen's copies of the latents, before a fallback screen makes its own
     if len(failed) and has_tiny is not None:
         small = out_dist[failed, min(k, 2) - 1] < tiny_dist
         if bool(small.any()) and has_tiny():
