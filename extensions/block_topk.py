@@ -194,6 +194,8 @@ def _int_views(s: torch.Tensor, best_s: torch.Tensor, best_i: torch.Tensor):
         raise ValueError(f"the kernels merge CPU bfloat16 or float32 scores, got {s.dtype} on {s.device}")
     if not (best_s.is_contiguous() and best_i.is_contiguous() and best_i.dtype == torch.int64):
         raise ValueError("best_s and best_i must be contiguous, best_i int64")
+    # as many threads as torch's CPU ops use (torch.set_num_threads), at most numba's pool
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     int_dtype, mask, shift, lowest = _INT_VIEW[s.dtype]
     return s.view(int_dtype).numpy(), best_s.view(int_dtype).numpy(), best_i.numpy(), mask, shift, lowest
 
