@@ -43,6 +43,15 @@ def available(dtype: torch.dtype) -> bool:
 
 
 if numba is not None:
+    def _kernel(fn):
+        """A parallel kernel, compiled once per machine where numba finds a writable cache (beside this
+        module, else its user-wide folder), else once per process."""
+        try:
+            return numba.njit(parallel=True, cache=True, nogil=True)(fn)
+        except RuntimeError:  # no cache location: numba refuses cache=True when decorating
+            log.debug("numba has no writable cache: the CPU merge kernels compile in each process")
+            return numba.njit(parallel=True, nogil=True)(fn)
+
     @numba.njit(inline="always")
     def _sift_down(keys, idx, pos):
         """Restore the min-heap property of (keys, idx) below ``pos``."""
@@ -172,12 +181,12 @@ if numba is not None:
         for c in range(width):
             _store_heap(best_s, best_i, c0 + c, mask, keys[c], idx[c])
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @_kernel
     def _merge_rows_kernel(s, offset, best_s, best_i, mask, shift, lowest):
         for r in numba.prange(s.shape[0]):
             _merge_row(s, r, offset, best_s, best_i, r, mask, shift, lowest)
 
-    @numba.njit(parallel=True, cache=True, nogil=True)
+    @_kernel
     def _merge_both_kernel(s, row_offset, row_s, row_i, col_offset, col_s, col_i, mask, shift, lowest):
         R, W = s.shape
         runmax = np.empty(((R + _ROWS - 1) // _ROWS, W), dtype=s.dtype)

@@ -1,6 +1,10 @@
 """The numba block top-K kernels against torch.topk, and the exact search with them against the search
 without them (torch.topk merges) and brute force."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -109,3 +113,23 @@ def test_search_with_kernels_equals_brute_force_on_ties(monkeypatch, budget_mb):
     idx, dist = brute_knn(x, 5)
     np.testing.assert_array_equal(res.indices.numpy(), idx)
     np.testing.assert_array_equal(res.distances.numpy(), dist.astype(np.float32))
+
+
+def test_kernels_work_where_numba_cannot_cache(tmp_path):
+    # numba refuses cache=True when no cache location is writable (read-only install, no writable home):
+    # a locator that never finds one makes that happen here; the module must still import and merge.
+    (tmp_path / "no_locator.py").write_text(
+        "class Never:\n    @classmethod\n    def from_function(cls, py_func, source_path):\n        return None\n")
+    script = (
+        "import torch\n"
+        "from extensions import block_topk\n"
+        "s = torch.randn(40, 700)\n"
+        "best = torch.full((40, 5), float('-inf')), torch.zeros(40, 5, dtype=torch.int64)\n"
+        "block_topk.merge_rows_(s, 0, *best)\n"
+        "print(torch.equal(best[0].sort(1, descending=True).values, s.topk(5, 1).values))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NUMBA_CACHE_LOCATOR_CLASSES="no_locator.Never",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), root]))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
