@@ -1,10 +1,11 @@
 """CPU kernels that merge a block of screen scores into running top-K lists, row-wise and column-wise.
 
 ``torch.topk`` on the CPU costs about 1 ns per score along rows and 3 ns along columns (it copies each
-strided column out), several times the block's bfloat16 GEMM. These numba kernels read each score once:
-a branch-free maximum over a run of scores (vectorised) against the list's current K-th largest score,
-and only runs that beat it are inserted into a K-entry min-heap. After the first blocks almost no run
-does, so a pass costs about as much as reading the block.
+strided column out), about as much as the block's bfloat16 GEMM. These numba kernels read the block once
+for its rows and its columns: a vectorised pass takes the maxima of groups of scores (interleaved groups
+along a row, runs of rows down a column); at least K scores reach the K-th largest group maximum, so only
+the groups whose maximum reaches it (and beats the list's current K-th score) are searched, entry by entry,
+into a K-entry min-heap. That is the same top-K as ``torch.topk``, exactly (the tests compare them).
 
 Scores are compared through an order-preserving integer key of their bit pattern (``v`` for ``v >= 0``,
 ``v ^ 0x7f..f`` for ``v < 0``), which makes one kernel serve bfloat16 (int16 view) and float32 (int32 view)

@@ -471,8 +471,9 @@ def _gpu_plan(device: torch.device) -> bool:
     """Whether the search is planned for a GPU: self-search by full row blocks, grouped block top-k.
 
     On CUDA a block's top-k costs more than its GEMM, so work is arranged around reading each score once,
-    row-wise. The CPU keeps ``torch.topk`` and, for wide data, the upper-triangle scheme (half the GEMM;
-    each score searched along its row and along its column).
+    row-wise. The CPU keeps, for wide data, the upper-triangle scheme (half the GEMM; each score searched
+    along its row and along its column: ``torch.topk``, or the numba kernels of
+    :mod:`extensions.block_topk` for large searches, :data:`CPU_KERNELS_MIN_SCORES`).
     """
     return device.type == "cuda"
 
