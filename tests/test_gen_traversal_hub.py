@@ -267,7 +267,8 @@ def test_bad_input_is_one_line_and_writes_nothing(extra, message, generic_pkl, t
 
 @pytest.mark.parametrize("extra, option", [(["--steps", "0"], "--steps"), (["--method", "curvy"], "--method"),
                                            (["--layers", "top"], "--layers"),
-                                           (["--directions", "a-b"], "--directions")])
+                                           (["--directions", "a-b"], "--directions"),
+                                           (["--directions", "-1"], "'-1' is neither a direction nor a range")])
 def test_bad_option_values_are_usage_errors(extra, option, tmp_path):
     res = cli("--seeds", "0", "--outdir", tmp_path / "out", *extra)
     assert res.exit_code == 2 and option in res.stderr and not (tmp_path / "out").exists()

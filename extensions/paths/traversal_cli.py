@@ -401,7 +401,7 @@ def _bar(enabled: bool, total: int):
 # ---------------------------------------------------------------------------------------------------- options
 
 _OPTIONS = [
-    click.option("--directions", type=SeedList(), default="0-4", show_default=True, metavar="LIST",
+    click.option("--directions", type=SeedList("direction"), default="0-4", show_default=True, metavar="LIST",
                  help="Local basis directions to walk (0 = largest singular value), e.g. '0-4' or '0,3'; the "
                       "strip's rows"),
     click.option("--steps", type=click.IntRange(min=1, max=MAX_STEPS), default=5, show_default=True,

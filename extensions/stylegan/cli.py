@@ -31,8 +31,9 @@ HUB_PARAMS = ("sampler", "num", "k", "t", "t_lq", "pool_size", "space", "knn_bac
 MAX_SEEDS = 10_000_000
 
 
-def parse_seeds(text: str, limit: int = MAX_SEEDS) -> np.ndarray:
-    """``'0,1,4-6'`` -> ``[0, 1, 4, 5, 6]`` (int64): comma-separated seeds and inclusive ranges.
+def parse_seeds(text: str, limit: int = MAX_SEEDS, noun: str = "seed") -> np.ndarray:
+    """``'0,1,4-6'`` -> ``[0, 1, 4, 5, 6]`` (int64): comma-separated seeds (or other indices, ``noun`` in
+    errors) and inclusive ranges.
 
     The count is checked before anything is allocated, so ``0-99999999999`` fails at once.
     """
@@ -41,7 +42,7 @@ def parse_seeds(text: str, limit: int = MAX_SEEDS) -> np.ndarray:
         part = part.strip()
         match = re.fullmatch(r"([0-9]+)(?:-([0-9]+))?", part)
         if match is None:
-            raise ValueError(f"{part!r} is neither a seed nor a range like 4-6")
+            raise ValueError(f"{part!r} is neither a {noun} nor a range like 4-6")
         lo = int(match.group(1))
         hi = int(match.group(2)) if match.group(2) is not None else lo
         if hi < lo:
@@ -61,11 +62,14 @@ class SeedList(click.ParamType):
 
     name = "seeds"
 
+    def __init__(self, noun: str = "seed"):
+        self.noun = noun
+
     def convert(self, value, param, ctx):
         if isinstance(value, (list, np.ndarray)):
             return value
         try:
-            return parse_seeds(value)
+            return parse_seeds(value, noun=self.noun)
         except ValueError as exc:
             self.fail(f"{exc} (e.g. '0,1,4-6')", param, ctx)
 
