@@ -115,12 +115,14 @@ if numba is not None:
         idx = np.empty(K, dtype=np.int64)
         top = np.empty(G, dtype=s.dtype)
         _load_heap(best_s, best_i, row, mask, keys, idx)
+        line = s[r]  # one row: a 1-d slice, which the loops below vectorise (2-d indexing does not)
         for g in range(G):
-            v = s[r, g]
+            v = line[g]
             top[g] = v ^ ((v >> shift) & mask)
         for j0 in range(G, W, G):
-            for g in range(min(G, W - j0)):
-                v = s[r, j0 + g]
+            segment = line[j0:j0 + G]
+            for g in range(segment.shape[0]):
+                v = segment[g]
                 key = v ^ ((v >> shift) & mask)
                 top[g] = key if key > top[g] else top[g]
         # At least K entries reach the K-th largest group maximum: no smaller entry is a candidate.
@@ -128,7 +130,7 @@ if numba is not None:
         for g in range(G):
             if top[g] >= bound and top[g] > keys[0]:
                 for j in range(g, W, G):
-                    v = s[r, j]
+                    v = line[j]
                     key = v ^ ((v >> shift) & mask)
                     if key >= bound and key > keys[0]:
                         keys[0], idx[0] = key, offset + j
@@ -140,18 +142,25 @@ if numba is not None:
         """``runmax[q]``: each column's largest key over rows ``q * _ROWS`` to ``q * _ROWS + _ROWS - 1``."""
         R, W = s.shape
         r0 = q * _ROWS
+        out = runmax[q]
+        line = s[r0]
         for c in range(W):
-            v = s[r0, c]
-            runmax[q, c] = v ^ ((v >> shift) & mask)
+            v = line[c]
+            out[c] = v ^ ((v >> shift) & mask)
         for r in range(r0 + 1, min(r0 + _ROWS, R)):
+            line = s[r]
             for c in range(W):
-                v = s[r, c]
+                v = line[c]
                 key = v ^ ((v >> shift) & mask)
-                runmax[q, c] = key if key > runmax[q, c] else runmax[q, c]
+                out[c] = key if key > out[c] else out[c]
 
     @numba.njit(inline="always")
-    def _merge_stripe(s, t, runmax, offset, best_s, best_i, mask, shift, lowest):
-        """Merge columns ``t * _STRIPE`` onwards (one stripe) into their lists, given the run maxima."""
+    def _merge_stripe(s, t, runmax, offset, best_s, best_i, mask, shift, lowest, bounded):
+        """Merge columns ``t * _STRIPE`` onwards (one stripe) into their lists, given the run maxima.
+
+        ``bounded``: skip the runs below each column's K-th largest run maximum (lists still filling);
+        full lists skip the runs below their own K-th score, which rises as the stripe is merged.
+        """
         R, W = s.shape
         K = best_s.shape[1]
         runs = runmax.shape[0]
@@ -159,26 +168,41 @@ if numba is not None:
         width = min(c0 + _STRIPE, W) - c0
         keys = np.empty((width, K), dtype=s.dtype)
         idx = np.empty((width, K), dtype=np.int64)
-        bound = np.empty(width, dtype=s.dtype)
-        column = np.empty(runs, dtype=s.dtype)
-        scratch, scratch_idx = np.empty(K, dtype=s.dtype), np.empty(K, dtype=np.int64)
+        kth = np.empty(width, dtype=s.dtype)
+        bound = np.full(width, lowest, dtype=s.dtype)
         for c in range(width):
             _load_heap(best_s, best_i, c0 + c, mask, keys[c], idx[c])
-            for q in range(runs):
-                column[q] = runmax[q, c0 + c]
-            bound[c] = _kth_largest(column, K, scratch, scratch_idx, lowest)
+            kth[c] = keys[c, 0]
+        if bounded and runs >= K:
+            # Runs q, q + K, q + 2K, ... form K groups; each group's maximum is an entry, so at least K
+            # entries reach the smallest of those K maxima (element-wise over the stripe: vectorised).
+            groups = np.empty((K, width), dtype=s.dtype)
+            for q in range(K):
+                groups[q] = runmax[q, c0:c0 + width]
+            for q in range(K, runs):
+                maxima, g = runmax[q, c0:c0 + width], groups[q % K]
+                for c in range(width):
+                    g[c] = maxima[c] if maxima[c] > g[c] else g[c]
+            for c in range(width):
+                bound[c] = groups[0, c]
+            for q in range(1, K):
+                g = groups[q]
+                for c in range(width):
+                    bound[c] = g[c] if g[c] < bound[c] else bound[c]
         # In row order, so that a run's rows of the stripe stay in cache: the runs each column needs.
         for q in range(runs):
             r0 = q * _ROWS
+            maxima = runmax[q, c0:c0 + width]
             for c in range(width):
-                m = runmax[q, c0 + c]
-                if m >= bound[c] and m > keys[c, 0]:
+                m = maxima[c]
+                if m >= bound[c] and m > kth[c]:
                     for r in range(r0, min(r0 + _ROWS, R)):
                         v = s[r, c0 + c]
                         key = v ^ ((v >> shift) & mask)
-                        if key >= bound[c] and key > keys[c, 0]:
+                        if key >= bound[c] and key > kth[c]:
                             keys[c, 0], idx[c, 0] = key, offset + r
                             _sift_down(keys[c], idx[c], 0)
+                            kth[c] = keys[c, 0]
         for c in range(width):
             _store_heap(best_s, best_i, c0 + c, mask, keys[c], idx[c])
 
@@ -188,7 +212,7 @@ if numba is not None:
             _merge_row(s, r, offset, best_s, best_i, r, mask, shift, lowest)
 
     @_kernel
-    def _merge_both_kernel(s, row_offset, row_s, row_i, col_offset, col_s, col_i, mask, shift, lowest):
+    def _merge_both_kernel(s, row_offset, row_s, row_i, col_offset, col_s, col_i, mask, shift, lowest, bounded):
         R, W = s.shape
         runmax = np.empty(((R + _ROWS - 1) // _ROWS, W), dtype=s.dtype)
         for q in numba.prange(runmax.shape[0]):
@@ -196,7 +220,7 @@ if numba is not None:
                 _merge_row(s, r, row_offset, row_s, row_i, r, mask, shift, lowest)
             _run_maxima(s, q, runmax, mask, shift)  # the run's rows are still in cache
         for t in numba.prange((W + _STRIPE - 1) // _STRIPE):
-            _merge_stripe(s, t, runmax, col_offset, col_s, col_i, mask, shift, lowest)
+            _merge_stripe(s, t, runmax, col_offset, col_s, col_i, mask, shift, lowest, bounded)
 
 
 def _int_views(s: torch.Tensor, best_s: torch.Tensor, best_i: torch.Tensor):
@@ -251,4 +275,7 @@ def merge_both_(s: torch.Tensor, row_offset: int, row_s: torch.Tensor, row_i: to
     if s.shape[0] != row_s.shape[0] or s.shape[1] != col_s.shape[0]:
         raise ValueError(f"a {tuple(s.shape)} block of scores for {row_s.shape[0]} row and {col_s.shape[0]} "
                          f"column lists")
-    _merge_both_kernel(ss, int(row_offset), bs, bi, int(col_offset), cs, ci, *key)
+    # Lists still filling (empty slots) need a bound from the block itself; full ones (after a first block
+    # of rows) have K-th scores that few new scores beat, a cheaper filter.
+    bounded = bool(torch.isneginf(col_s).any())
+    _merge_both_kernel(ss, int(row_offset), bs, bi, int(col_offset), cs, ci, *key, bounded)
