@@ -2,7 +2,7 @@
 
 Every peer runs in the same process on the same data with the same thread count, and the table gives
 the engine's time as a ratio to each (and to itself with the other way of merging score blocks: the numba
-kernels of extensions/block_topk.py, the default from about 23k latents, or ``torch.topk``) and to the floor: a bfloat16 GEMM over the upper triangle of the
+kernels of extensions/block_topk.py, the default from about 22k latents, or ``torch.topk``) and to the floor: a bfloat16 GEMM over the upper triangle of the
 n x n score matrix (n^2/2 * d multiply-adds, tiled, timed in the same run), the arithmetic no exact
 search can skip. Also times the approximate path (pynndescent) with its measured recall@k, and the
 engine's exact path at that size.
@@ -104,7 +104,8 @@ def main(argv=None):
         reps = args.repeats if n < 20000 else 1
         t_eng, res = best_of(lambda: exact_knn(x, k), reps)
         t_floor, flops = bf16_floor(n, args.dim, torch.device("cpu"), repeats=reps)
-        default_kernels = n * n / 2 >= knn_module.CPU_KERNELS_MIN_SCORES
+        default_kernels = knn_module._kernels(torch.empty(0, dtype=getattr(torch, res.info['precision'])), n, n,
+                                              symmetric=True)
         # the same search with the other way of merging score blocks (numba kernels or torch.topk)
         knn_module.CPU_KERNELS_MIN_SCORES = float("inf") if default_kernels else 0
         t_other, res_other = best_of(lambda: exact_knn(x, k), reps)

@@ -565,14 +565,20 @@ def _merge(best_s, best_i, s, i, K):
     return best_s, i.gather(1, sel)
 
 
-#: CPU searches that score at least this many pairs merge their blocks with the numba kernels of
-#: :mod:`extensions.block_topk`, smaller ones with ``torch.topk``: loading the compiled kernels costs about
-#: 0.3 s per process (compiling them, once per machine, about 10 s), more than they save below ~20k latents.
-CPU_KERNELS_MIN_SCORES = 2 ** 29
+#: CPU searches whose merges would cost ``torch.topk`` as much as this many scores searched along rows merge
+#: their blocks with the numba kernels of :mod:`extensions.block_topk`, smaller ones with ``torch.topk``:
+#: loading the compiled kernels costs about 0.3 s per process (compiling them, once per machine, about
+#: 10 s), more than they save below (2-core CPU, a fresh process each) ~22k latents of 512-d (the triangle
+#: plan) or ~32k of 64-d (rows).
+CPU_KERNELS_MIN_SCORES = 2 ** 30
 
 
-def _kernels(like: torch.Tensor, scores: float) -> bool:
-    return (scores >= CPU_KERNELS_MIN_SCORES and like.device.type == "cpu"
+def _kernels(like: torch.Tensor, rows: int, cols: int, symmetric: bool = False) -> bool:
+    """Whether a CPU search of ``rows x cols`` scores merges them with the numba kernels. The triangle plan
+    scores rows * cols / 2 pairs and merges each along its row and its column, which costs ``torch.topk``
+    about 1 + 3 times a row-wise merge."""
+    work = 2 * rows * cols if symmetric else rows * cols
+    return (work >= CPU_KERNELS_MIN_SCORES and like.device.type == "cpu"
             and block_topk.available(like.dtype))
 
 
@@ -610,7 +616,7 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     tile = max(1, min(4096, max(512, -(-n // 4)), math.isqrt(budget // (4 * elem))))
     width = max(tile, budget // (2 * elem * tile))
     best_s, best_i = _empty_best(n, K, scr.left)
-    kernels = _kernels(scr.left, n * n / 2)
+    kernels = _kernels(scr.left, n, n, symmetric=True)
     mm = _BlockProduct(min(tile, n) * min(max(tile, width), n), scr.left)
     for r0 in range(0, n, tile):
         r1 = min(r0 + tile, n)
@@ -641,7 +647,7 @@ def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     rows = max(1, min(4096, n, math.isqrt(budget // elem)))
     width = max(K + 1, budget // (elem * rows))
     mm = _BlockProduct(rows * min(width, n), scr.left)
-    kernels = _kernels(scr.left, n * n)
+    kernels = _kernels(scr.left, n, n)
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         best_s = best_i = None
@@ -673,7 +679,7 @@ def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: f
             max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * min_rows * elem)))
         rows = rows_per_block(cols, 2 * elem, memory_budget_mb, max_rows=8192)
     mm = _BlockProduct(min(rows, qs.left.shape[0]) * min(cols, n), qs.left)
-    kernels = _kernels(qs.left, qs.left.shape[0] * n)
+    kernels = _kernels(qs.left, qs.left.shape[0], n)
     for r0 in range(0, qs.left.shape[0], rows):
         r1 = min(r0 + rows, qs.left.shape[0])
         best_s = best_i = None
