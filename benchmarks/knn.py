@@ -71,7 +71,7 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--approx-n", type=int, default=100000, help="pool size for the approximate path (0: skip)")
-    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs below n = 20000, else 1")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs below n = 100000, else 1")
     ap.add_argument("--out", help="also write the table (markdown) here")
     ap.add_argument("--engine-only", action="store_true",
                     help="time the engine alone, once per size, with the process's peak memory (for n = 1M)")
@@ -101,7 +101,7 @@ def main(argv=None):
     for n in args.sizes:
         x = torch.randn(n, args.dim, generator=torch.Generator().manual_seed(n))
         xn = x.numpy()
-        reps = args.repeats if n < 20000 else 1
+        reps = args.repeats if n < 100000 else 1
         t_eng, res = best_of(lambda: exact_knn(x, k), reps)
         t_floor, flops = bf16_floor(n, args.dim, torch.device("cpu"), repeats=reps)
         default_kernels = knn_module._kernels(torch.empty(0, dtype=getattr(torch, res.info['precision'])), n, n,

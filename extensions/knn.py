@@ -281,7 +281,8 @@ class _Screen:
         dev = data.device
         self.dim, self.dtype = dim, dtype
         self.width = -(-(dim + 4) // 16) * 16                              # aligned GEMM width
-        self.left = torch.zeros(n, self.width, dtype=dtype, device=dev)
+        self.left = torch.empty(n, self.width, dtype=dtype, device=dev)
+        self.left[:, dim:] = 0  # the data columns are all written below: zeroing them would cost a pass
         self.sq_norm = torch.empty(n, dtype=torch.float64, device=dev)      # |x|^2
         self.low_norm = torch.empty(n, dtype=torch.float64, device=dev)     # |x~|
         self.err_norm = torch.empty(n, dtype=torch.float64, device=dev)     # |x - x~|
@@ -798,22 +799,27 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
 
 def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.Tensor], k: int,
                       dtype: torch.dtype, margin: int, memory_budget_mb: float, device: torch.device,
-                      tiny_dist: float = 0.0, has_tiny=None):
+                      tiny_dist: float = 0.0, has_tiny=None, mean: Optional[torch.Tensor] = None,
+                      offset: Optional[float] = None):
     """The screened search on data in the safe range: (indices, float32 distances, fallback rows, full rows).
 
     ``xq is xd`` means self-search (``qidx`` is then arange(n)). Uncertified rows whose two nearest
     candidates lie below ``tiny_dist``, in data where ``has_tiny()``, are left as screened: the caller
     searches them again anyway (their candidates still bound the reach of the true neighbours).
+    ``mean`` and ``offset`` (the screen's centre and score offset) are computed unless given, as a search
+    of the rows that failed passes its own.
     """
     n, dim = xd.shape
     self_search = xq is xd
     n_avail = n - (1 if qidx is not None else 0)
     K = min(k + margin, n_avail)
 
-    mean = _mean64(xd)
+    if mean is None:
+        mean = _mean64(xd)
     db = _Screen(xd, mean, dtype)
     qs = db if self_search else _Screen(xq, mean, dtype)
-    offset = _typical_kth_distance(qs, db, qidx, k, memory_budget_mb)
+    if offset is None:
+        offset = _typical_kth_distance(qs, db, qidx, k, memory_budget_mb)
     if qs is db:
         db.set_offset(offset)
     else:  # a query search multiplies query rows by database rows only
@@ -873,10 +879,13 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
         if bool(small.any()) and has_tiny():
             failed = failed[~small]
     if len(failed) and (dtype != torch.float32 or margin < 4 * DEFAULT_MARGIN):
-        # Rows the screen could not certify: a float32 screen with a wider margin, then full rows.
+        # Rows the screen could not certify: the same screen with a wider margin, then a float32 screen, then
+        # full rows. (A bfloat16 screen costs half the memory of a float32 one, which matters at n = 1M.)
+        wider = margin < 4 * DEFAULT_MARGIN
         sub_idx, sub_dist, _, full_rows = _exact_knn_scaled(
-            xd, xq[failed], None if qidx is None else qidx[failed], k, torch.float32,
-            max(4 * margin, 4 * DEFAULT_MARGIN), memory_budget_mb, device)
+            xd, xq[failed], None if qidx is None else qidx[failed], k, dtype if wider else torch.float32,
+            max(4 * margin, 4 * DEFAULT_MARGIN) if wider else margin, memory_budget_mb, device, mean=mean,
+            offset=offset)
         out_idx[failed], out_dist[failed] = sub_idx, sub_dist
     else:
         full_rows = len(failed)
