@@ -32,7 +32,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from . import block_topk
+from . import block_topk, pair_kernels
 from ._checks import HubnessError, as_latents, check_k, resolve_device
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,8 @@ def _halve_rows_(sq: torch.Tensor) -> torch.Tensor:
     return sq[:, 0]
 
 
-def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                kernel: bool = False) -> torch.Tensor:
     """Reference squared distances of chosen pairs, from differences in float32.
 
     Parameters
@@ -345,6 +346,9 @@ def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: to
     xd : torch.Tensor, shape (n, d), float32
     rows, cols : torch.Tensor, shape (p,), int64
         Pair p is ``(xq[rows[p]], xd[cols[p]])``.
+    kernel : bool
+        On the CPU, compute with the numba kernel of :mod:`extensions.pair_kernels` (the same values,
+        without gathered copies), for searches that load the numba kernels anyway.
 
     Returns
     -------
@@ -356,6 +360,9 @@ def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: to
     out = torch.empty(p, dtype=torch.float32, device=xq.device)
     chunk = min(p, _chunk_rows(dim, xq.device, 2 ** 19, 2 ** 24))  # CPU: a few MiB keep the gathers in cache
     if p == 0:
+        return out
+    if kernel and xq.device.type == "cpu" and pair_kernels.available():
+        pair_kernels.pair_sqdist_(xq.contiguous(), xd.contiguous(), rows, cols, out)
         return out
     # Buffers reused by every chunk (fresh memory costs a page fault per page); the squares are zero-padded
     # to a power of two for _halve_rows_, whose halving never writes the padding.
@@ -602,7 +609,7 @@ def _merge_rows(s: torch.Tensor, offset: int, best_s, best_i, K: int, kernels: b
     return _merge(best_s, best_i, v, i + offset, K)
 
 
-def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
+def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float, kernels: bool):
     """Top-K screen scores of every latent among the others, over the upper triangle only.
 
     Row block I is scored against columns from its own start onwards, in chunks; each chunk serves
@@ -617,7 +624,6 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     tile = max(1, min(4096, max(512, -(-n // 4)), math.isqrt(budget // (4 * elem))))
     width = max(tile, budget // (2 * elem * tile))
     best_s, best_i = _empty_best(n, K, scr.left)
-    kernels = _kernels(scr.left, n, n, symmetric=True)
     mm = _BlockProduct(min(tile, n) * min(max(tile, width), n), scr.left)
     for r0 in range(0, n, tile):
         r1 = min(r0 + tile, n)
@@ -636,7 +642,7 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float):
         yield r0, r1, best_s[r0:r1], best_i[r0:r1]
 
 
-def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
+def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float, kernels: bool):
     """Top-K screen scores of every latent among the others, each row block scored against all columns.
 
     The GPU plan (:func:`_gpu_plan`): twice the GEMM of :func:`_symmetric_candidates`, but every score is
@@ -648,7 +654,6 @@ def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
     rows = max(1, min(4096, n, math.isqrt(budget // elem)))
     width = max(K + 1, budget // (elem * rows))
     mm = _BlockProduct(rows * min(width, n), scr.left)
-    kernels = _kernels(scr.left, n, n)
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
         best_s = best_i = None
@@ -662,7 +667,7 @@ def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float):
         yield r0, r1, best_s, best_i
 
 
-def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: float):
+def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: float, kernels: bool):
     """Top-K screen scores of each query over the database, by blocks of rows and columns.
 
     The GPU plan (:func:`_gpu_plan`) uses tall blocks (up to 4096 queries, which keep the GEMM efficient)
@@ -680,7 +685,6 @@ def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: f
             max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * min_rows * elem)))
         rows = rows_per_block(cols, 2 * elem, memory_budget_mb, max_rows=8192)
     mm = _BlockProduct(min(rows, qs.left.shape[0]) * min(cols, n), qs.left)
-    kernels = _kernels(qs.left, qs.left.shape[0], n)
     for r0 in range(0, qs.left.shape[0], rows):
         r1 = min(r0 + rows, qs.left.shape[0])
         best_s = best_i = None
@@ -845,10 +849,12 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
         # pays on the CPU only where the GEMM is wide (2-core CPU, CPU time: rows 10-24% faster at d = 64,
         # n = 20,000; the triangle 9% faster at d = 512, n = 40,000).
         rows_plan = _gpu_plan(device) or db.width <= _CPU_ROW_PLAN_MAX_WIDTH
+        kernels = _kernels(db.left, n, n, symmetric=not rows_plan)
         plan = _row_candidates if rows_plan else _symmetric_candidates
-        blocks = plan(db, K, memory_budget_mb)
+        blocks = plan(db, K, memory_budget_mb, kernels)
     else:
-        blocks = _rect_candidates(qs, db, qidx, K, memory_budget_mb)
+        kernels = _kernels(qs.left, xq.shape[0], n)
+        blocks = _rect_candidates(qs, db, qidx, K, memory_budget_mb, kernels)
     m = xq.shape[0]
     out_idx = torch.empty(m, k, dtype=torch.int64, device=device)
     out_dist = torch.empty(m, k, dtype=torch.float32, device=device)
@@ -868,7 +874,7 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
                 lb_out = torch.full((r1 - r0,), inf, dtype=torch.float64, device=device)
             ref = torch.full(score.shape, inf, dtype=torch.float32, device=device)
             rr, cc = unsure.nonzero(as_tuple=True)
-            ref[rr, cc] = pair_sqdist(xq, xd, rr + r0, cand_i[rr, cc])
+            ref[rr, cc] = pair_sqdist(xq, xd, rr + r0, cand_i[rr, cc], kernels)
             vals, idxs = _sorted_topk(ref, cand_i, k)
             out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
             failed.append((lb_out <= vals[:, -1].double()).nonzero().squeeze(1) + r0)
@@ -890,7 +896,8 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
     else:
         full_rows = len(failed)
         for r in failed.tolist():
-            full = pair_sqdist(xq, xd, torch.full((n,), r, device=device), torch.arange(n, device=device))
+            full = pair_sqdist(xq, xd, torch.full((n,), r, device=device), torch.arange(n, device=device),
+                               kernels)
             if qidx is not None:
                 full[qidx[r]] = inf
             vals_r, idx_r = torch.sort(full, stable=True)
