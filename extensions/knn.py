@@ -804,14 +804,16 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
 def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.Tensor], k: int,
                       dtype: torch.dtype, margin: int, memory_budget_mb: float, device: torch.device,
                       tiny_dist: float = 0.0, has_tiny=None, mean: Optional[torch.Tensor] = None,
-                      offset: Optional[float] = None):
+                      offset: Optional[float] = None, screen: Optional[list] = None):
     """The screened search on data in the safe range: (indices, float32 distances, fallback rows, full rows).
 
     ``xq is xd`` means self-search (``qidx`` is then arange(n)). Uncertified rows whose two nearest
     candidates lie below ``tiny_dist``, in data where ``has_tiny()``, are left as screened: the caller
     searches them again anyway (their candidates still bound the reach of the true neighbours).
     ``mean`` and ``offset`` (the screen's centre and score offset) are computed unless given, as a search
-    of the rows that failed passes its own.
+    of the rows that failed passes its own; ``screen``, a one-item list, hands over that search's database
+    screen (prepared for ``mean``, ``offset`` and ``dtype``), which is then freed here before any further
+    screen is built.
     """
     n, dim = xd.shape
     self_search = xq is xd
@@ -820,14 +822,18 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
 
     if mean is None:
         mean = _mean64(xd)
-    db = _Screen(xd, mean, dtype)
+    reused = screen is not None
+    db = screen.pop() if reused else _Screen(xd, mean, dtype)
     qs = db if self_search else _Screen(xq, mean, dtype)
     if offset is None:
         offset = _typical_kth_distance(qs, db, qidx, k, memory_budget_mb)
     if qs is db:
         db.set_offset(offset)
     else:  # a query search multiplies query rows by database rows only
-        db.set_offset(offset, left=False)
+        if reused:
+            db.left = None
+        else:
+            db.set_offset(offset, left=False)
         qs.set_offset(offset, right=False)
     # |S - S~| <= A_i + u|S~| / (1 - u): input rounding (Cauchy-Schwarz), float32 accumulation, c split.
     u_rel = _UNIT_ROUNDOFF[dtype] / (1 - _UNIT_ROUNDOFF[dtype])
@@ -879,19 +885,20 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
             out_idx[r0:r1], out_dist[r0:r1] = idxs, vals
             failed.append((lb_out <= vals[:, -1].double()).nonzero().squeeze(1) + r0)
     failed = torch.cat(failed)
-    del db, qs, blocks  # the screen's copies of the latents, before a fallback screen makes its own
+    # Rows the screen could not certify: the same screen with a wider margin, then a float32 screen, then full
+    # rows. The screen serves the wider margin as it is; otherwise its copies of the latents go first.
+    wider = margin < 4 * DEFAULT_MARGIN
+    handover = [db] if wider else None
+    del db, qs, blocks
     if len(failed) and has_tiny is not None:
         small = out_dist[failed, min(k, 2) - 1] < tiny_dist
         if bool(small.any()) and has_tiny():
             failed = failed[~small]
-    if len(failed) and (dtype != torch.float32 or margin < 4 * DEFAULT_MARGIN):
-        # Rows the screen could not certify: the same screen with a wider margin, then a float32 screen, then
-        # full rows. (A bfloat16 screen costs half the memory of a float32 one, which matters at n = 1M.)
-        wider = margin < 4 * DEFAULT_MARGIN
+    if len(failed) and (dtype != torch.float32 or wider):
         sub_idx, sub_dist, _, full_rows = _exact_knn_scaled(
             xd, xq[failed], None if qidx is None else qidx[failed], k, dtype if wider else torch.float32,
             max(4 * margin, 4 * DEFAULT_MARGIN) if wider else margin, memory_budget_mb, device, mean=mean,
-            offset=offset)
+            offset=offset, screen=handover)
         out_idx[failed], out_dist[failed] = sub_idx, sub_dist
     else:
         full_rows = len(failed)

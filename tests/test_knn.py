@@ -36,6 +36,22 @@ def test_exact_queries_against_database():
     np.testing.assert_array_equal(res.indices.numpy(), brute_knn(db, 4, db[qi], qi)[0])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_query_searches_through_every_fallback_match_brute_force(precision):
+    # ties everywhere and no margin: rows fail the screen, the wider margin on the same screen, float32
+    db = integer_latents(400, 3, 7, low=0, high=3)
+    q = integer_latents(60, 3, 8, low=0, high=3)
+    res = exact_knn(db, 5, queries=q, precision=precision, margin=0, device="cpu")
+    assert res.info["fallback_rows"] > 0
+    np.testing.assert_array_equal(res.indices.numpy(), brute_knn(db, 5, q)[0])
+    qi = np.arange(0, 400, 7)
+    res = exact_knn(db, 5, queries=db[qi], query_indices=qi, precision=precision, margin=0, device="cpu")
+    assert res.info["fallback_rows"] > 0
+    idx, dist = brute_knn(db, 5, db[qi], qi)
+    np.testing.assert_array_equal(res.indices.numpy(), idx)
+    np.testing.assert_array_equal(res.distances.numpy(), dist.astype(np.float32))
+
+
 @pytest.mark.parametrize("shift", [0.0, 40.0])
 def test_bf16_screen_equals_fp32(shift):
     # Gaussian latents like Z, and an anisotropic, off-centre cloud like a mapping network's W.
