@@ -3,9 +3,10 @@
 ``torch.topk`` on the CPU costs about 1 ns per score along rows and 3 ns along columns (it copies each
 strided column out), about as much as the block's bfloat16 GEMM. These numba kernels read the block once
 for its rows and its columns: a vectorised pass takes the maxima of groups of scores (interleaved groups
-along a row, runs of rows down a column); at least K scores reach the K-th largest group maximum, so only
-the groups whose maximum reaches it (and beats the list's current K-th score) are searched, entry by entry,
-into a K-entry min-heap. That is the same top-K as ``torch.topk``, exactly (the tests compare them).
+along a row, runs of rows down a column), and only the groups whose maximum beats the list's current K-th
+score, and reaches a bound that at least K of the line's scores reach, are searched entry by entry into a
+K-entry min-heap. That is the same top-K as ``torch.topk``, exactly (the tests compare them). The loops
+run over 1-d row slices, which numba vectorises (2-d indexing in the inner loop ran 4x slower).
 
 Scores are compared through an order-preserving integer key of their bit pattern (``v`` for ``v >= 0``,
 ``v ^ 0x7f..f`` for ``v < 0``), which makes one kernel serve bfloat16 (int16 view) and float32 (int32 view)
@@ -158,8 +159,9 @@ if numba is not None:
     def _merge_stripe(s, t, runmax, offset, best_s, best_i, mask, shift, lowest, bounded):
         """Merge columns ``t * _STRIPE`` onwards (one stripe) into their lists, given the run maxima.
 
-        ``bounded``: skip the runs below each column's K-th largest run maximum (lists still filling);
-        full lists skip the runs below their own K-th score, which rises as the stripe is merged.
+        Each column searches only the runs whose maximum beats its list's K-th score, which rises as the
+        stripe is merged. ``bounded`` (lists still filling, whose K-th score is -inf): also skip the runs
+        below a bound that at least K of the column's scores reach, taken from the run maxima.
         """
         R, W = s.shape
         K = best_s.shape[1]

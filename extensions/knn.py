@@ -1086,7 +1086,7 @@ def knn(latents, k: int, *, backend: str = "exact", device=None, **kwargs) -> Kn
     """Self-k-NN of a pool with the chosen backend: 'exact', 'approx' or 'auto'.
 
     'auto' is the exact search: in every setting measured (512-d Gaussian latents and W of real mapping
-    networks, up to 100,000 latents on a 2-core CPU, and on CUDA, where exact search of 1,000,000 latents
+    networks, up to 200,000 latents on a 2-core CPU, and on CUDA, where exact search of 1,000,000 latents
     takes seconds), NN-descent was slower than exact search or found fewer than 95% of the true neighbours
     (benchmarks/knn_auto.py; the README's k-NN backends section has the figures). Keyword arguments that
     only configure the approximate search (:data:`APPROX_ONLY_KWARGS`) are ignored under 'auto'.
