@@ -36,9 +36,12 @@ def test_exact_queries_against_database():
     np.testing.assert_array_equal(res.indices.numpy(), brute_knn(db, 4, db[qi], qi)[0])
 
 
+@pytest.mark.parametrize("gpu_plan", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_query_searches_through_every_fallback_match_brute_force(precision):
+def test_query_searches_through_every_fallback_match_brute_force(monkeypatch, precision, gpu_plan):
     # ties everywhere and no margin: rows fail the screen, the wider margin on the same screen, float32
+    from extensions import knn as knn_module
+    monkeypatch.setattr(knn_module, "_gpu_plan", lambda device: gpu_plan)  # the CUDA plan, run on the CPU
     db = integer_latents(400, 3, 7, low=0, high=3)
     q = integer_latents(60, 3, 8, low=0, high=3)
     res = exact_knn(db, 5, queries=q, precision=precision, margin=0, device="cpu")
@@ -75,9 +78,12 @@ def test_bf16_screen_equals_fp32_when_certificates_fail():
     assert torch.equal(a.indices, b.indices) and torch.equal(a.distances, b.distances)
 
 
+@pytest.mark.parametrize("gpu_plan", [False, True])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_massive_ties_reach_full_rows_and_stay_exact(precision):
+def test_massive_ties_reach_full_rows_and_stay_exact(monkeypatch, precision, gpu_plan):
     # 8 distinct points repeated ~60 times: every boundary is a tie among dozens of latents
+    from extensions import knn as knn_module
+    monkeypatch.setattr(knn_module, "_gpu_plan", lambda device: gpu_plan)  # the CUDA plan, run on the CPU
     x = integer_latents(500, 3, 6, low=0, high=2)
     res = exact_knn(x, 5, precision=precision, margin=0, device="cpu")
     assert res.info["full_rows"] > 0
