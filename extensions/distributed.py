@@ -327,8 +327,12 @@ def spawn(fn, args=(), nprocs: int = 1, *, init_group: bool = True, device=None)
     torch.multiprocessing.ProcessRaisedException
         Any other failure of a process (spawn then stops the others).
     """
+    # torch logs a warning for each process it stops after another failed: the failure itself is reported
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
     with tempfile.TemporaryDirectory(prefix="hubness-ranks-") as folder:
         try:
+            spawn_log.setLevel(logging.ERROR)
             torch.multiprocessing.spawn(fn=_spawned, args=(fn, folder, tuple(args), nprocs, init_group, device),
                                         nprocs=nprocs)
         except (torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException):
@@ -339,6 +343,8 @@ def spawn(fn, args=(), nprocs: int = 1, *, init_group: bool = True, device=None)
             with open(os.path.join(folder, messages[0]), encoding="utf-8") as f:
                 message = f.read()
             raise click.ClickException(message) from None
+        finally:
+            spawn_log.setLevel(level)
 
 
 def _spawned(rank: int, fn, folder: str, args: tuple, nprocs: int, init_group: bool, device) -> None:

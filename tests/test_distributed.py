@@ -246,6 +246,56 @@ def test_gen_images_hub_gpus_errors_are_one_line(tmp_path):
     assert not (tmp_path / "out").exists() or not any(p.name.startswith("seed") for p in (tmp_path / "out").iterdir())
 
 
+# ------------------------------------------------- gen_video_hub.py and gen_traversal_hub.py --gpus 2
+# Under two processes rank 0 cannot finish a hub-value computation alone (the group is active, so it waits for
+# the other rank's share): equal outputs mean the work was shared and gave one process's selection.
+
+def run_script(script, *args):
+    done = tiny_networks.run_python([tiny_networks.REPO_ROOT / script, "--seeds=0-200", "--sampler=hubness",
+                                     "--t=0", "--pool-size=151", "--device=cpu", *args], timeout=300)
+    return done
+
+
+def test_gen_video_hub_with_two_processes_writes_one_processs_video(tmp_path):
+    outputs = {}
+    for gpus in (1, 2):
+        out = tmp_path / f"gpus{gpus}"
+        out.mkdir()
+        done = run_script("gen_video_hub.py", "--num-keyframes=3", "--w-frames=3", f"--output={out / 'v.mp4'}",
+                          f"--strip={out / 'strip.png'}", f"--gpus={gpus}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[gpus] = done.stdout
+        assert sorted(p.name for p in out.iterdir()) == ["strip.png", "v.mp4"]  # no leftovers of either rank
+    one, two = tmp_path / "gpus1", tmp_path / "gpus2"
+    assert (one / "strip.png").read_bytes() == (two / "strip.png").read_bytes()
+    assert (one / "v.mp4").read_bytes() == (two / "v.mp4").read_bytes()
+    keyframes = [line for line in outputs[1].splitlines() if "keyframe seeds" in line]
+    assert keyframes and keyframes == [line for line in outputs[2].splitlines() if "keyframe seeds" in line]
+
+
+def test_gen_traversal_hub_with_two_processes_writes_one_processs_traversals(tmp_path):
+    for gpus in (1, 2):
+        done = run_script("gen_traversal_hub.py", "--num=2", "--directions=0-1", "--steps=1",
+                          f"--outdir={tmp_path / f'gpus{gpus}'}", f"--gpus={gpus}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = tmp_path / "gpus1", tmp_path / "gpus2"
+    names = sorted(p.name for p in one.iterdir() if p.suffix in (".png", ".npz"))
+    assert len(names) == 4 and names == sorted(p.name for p in two.iterdir() if p.suffix in (".png", ".npz"))
+    assert all((one / name).read_bytes() == (two / name).read_bytes() for name in names)
+    assert json.loads((two / "manifest.json").read_text())["files"] == json.loads((one / "manifest.json").read_text())["files"]
+
+
+@pytest.mark.parametrize("script, args", [("gen_video_hub.py", ["--output=v.mp4"]),
+                                          ("gen_traversal_hub.py", ["--outdir=out"])])
+def test_video_and_traversal_gpus_errors_are_one_line(tmp_path, script, args):
+    args = [a.replace("=", f"={tmp_path}/", 1) for a in args]
+    done = run_script(script, "--t=1000", "--max-pools=2", "--num-keyframes=2" if "video" in script else "--num=2",
+                      "--gpus=2", *args)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error:")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr and len(lines) == 1, done.stderr[-3000:]
+    assert not any(p.name.startswith(("v.", ".v.", "seed")) for p in tmp_path.rglob("*"))
+
+
 # ------------------------------------------------------------- the patched calc_metrics.py --gpus 2
 
 from test_calc_metrics import HUB_OPTIONS, calc_metrics, jsonl, patched  # noqa: E402,F401 - the fixture too

@@ -280,6 +280,10 @@ def test_patched_gen_video(official_copy, tmp_path):
     patched = tiny_networks.run_python([official_copy / "gen_video.py", *args, "--output", tmp_path / "p.mp4",
                                         "--strip", tmp_path / "p.png"], cwd=official_copy)
     assert patched.returncode == 0, patched.stderr[-2000:]
+    two = tiny_networks.run_python([official_copy / "gen_video.py", *args, "--gpus", 2, "--output", tmp_path / "p2.mp4",
+                                    "--strip", tmp_path / "p2.png"], cwd=official_copy)  # hub values shared by 2
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert (tmp_path / "p2.png").read_bytes() == (tmp_path / "p.png").read_bytes()
     ours = tiny_networks.run_python([tiny_networks.REPO_ROOT / "gen_video_hub.py", "--stylegan3", official_copy, *args,
                                      "--output", tmp_path / "o.mp4", "--strip", tmp_path / "o.png"])
     assert ours.returncode == 0, ours.stderr[-2000:]

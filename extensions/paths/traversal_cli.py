@@ -50,7 +50,7 @@ TRAVERSAL_METHODS = ("iterative", "linear")
 RESULT_RE = re.compile(r"seed[0-9]{4,}_traversal\.(png|npz)")
 #: Hub options of gen_images_hub.py that keep their meaning here (there is no grid).
 HUB_OPTIONS = ("sampler", "num", "k", "t", "t_lq", "pool_size", "space", "knn_backend", "include_self", "device",
-               "batch_size", "max_pools", "clean")
+               "batch_size", "max_pools", "clean", "gpus")
 #: Directions one command may walk; each costs a basis per step.
 MAX_DIRECTIONS = 4096
 #: Steps per side one command may take.
@@ -431,9 +431,37 @@ def traversal_options(f):
 
 
 def run(network_pkl: str, seeds, truncation_psi: float = 1.0, class_idx: Optional[int] = None, outdir: str = "out",
-        stylegan3=None, **options) -> TraversalResult:
+        stylegan3=None, gpus: int = 1, **options) -> Optional[TraversalResult]:
     """:func:`render_traversals` from parsed options, with progress bars: bad input becomes one line (exit 1),
-    Ctrl-C exits 130 and SIGTERM 143, leaving only complete files."""
+    Ctrl-C exits 130 and SIGTERM 143, leaving only complete files. ``gpus > 1`` runs ``gpus`` processes
+    (:func:`extensions.distributed.spawn`) that share the hub values of the seed pools; rank 0 computes the
+    traversals and writes (and nothing is returned)."""
+    from ..distributed import rank_device, spawn
+    options.update(network_pkl=network_pkl, seeds=seeds, truncation_psi=truncation_psi, class_idx=class_idx,
+                   outdir=outdir, stylegan3=stylegan3)
     with one_line_errors():
-        return render_traversals(network_pkl, seeds, outdir, truncation_psi=truncation_psi, class_idx=class_idx,
-                                 stylegan3=stylegan3, progress=True, echo=click.echo, **options)
+        if gpus == 1:
+            return _run_rank(0, options)
+        rank_device(gpus - 1, options.get("device"))  # enough GPUs, before any process starts
+        spawn(_run_rank, args=(options,), nprocs=gpus, device=options.get("device"))
+    return None
+
+
+def _run_rank(rank: int, options: dict) -> Optional[TraversalResult]:
+    """Rank ``rank``'s part of :func:`run`: rank 0 computes and writes the traversals; the others draw the same
+    seed pools and share their hub values (:func:`extensions.stylegan.generate.follow_sampling`), writing
+    nothing."""
+    from ..distributed import is_active, rank_device
+    from ..stylegan.generate import follow_sampling
+    options = dict(options)
+    if is_active():
+        options["device"] = rank_device(rank, options.get("device"))
+    network, seeds = options.pop("network_pkl"), options.pop("seeds")
+    with one_line_errors():
+        if rank == 0:
+            return render_traversals(network, seeds, options.pop("outdir"), progress=True, echo=click.echo,
+                                     **options)
+        sampling = ("sampler", "num", "truncation_psi", "class_idx", "k", "t", "t_lq", "pool_size", "space",
+                    "knn_backend", "include_self", "device", "batch_size", "max_pools", "stylegan3")
+        follow_sampling(network, seeds, **{name: options[name] for name in sampling if name in options})
+    return None

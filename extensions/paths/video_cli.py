@@ -27,7 +27,7 @@ from .video import (VIDEO_METHODS, check_discriminator_options, check_method, ch
 
 #: Hub options of gen_images_hub.py that keep their meaning here (--grid and --space mean other things).
 HUB_OPTIONS = ("sampler", "k", "t", "t_lq", "pool_size", "knn_backend", "include_self", "device", "batch_size",
-               "max_pools")
+               "max_pools", "gpus")
 #: Parameter names of the options :func:`video_options` adds to gen_video.py's own.
 VIDEO_PARAMS = ("class_idx", "interp", "interp_space", "d_strength", "d_iterations", "strip", "strip_frames",
                 "stylegan3") + HUB_OPTIONS
@@ -64,11 +64,24 @@ def video_options(f):
     return f
 
 
-def run(**options) -> None:
+def run(gpus: int = 1, **options) -> None:
     """Render a video from parsed options: bad input and unreachable thresholds become one-line click errors,
-    Ctrl-C exits 130 and SIGTERM 143, and no partial file is left."""
+    Ctrl-C exits 130 and SIGTERM 143, and no partial file is left. ``gpus > 1`` runs ``gpus`` processes
+    (:func:`extensions.distributed.spawn`) that share the hub values of the keyframe pools; rank 0 renders
+    and writes."""
+    from ..distributed import rank_device, spawn
     with one_line_errors("--output"):
-        render_video(**options)
+        if gpus == 1:
+            render_video(**options)
+            return
+        rank_device(gpus - 1, options.get("device"))  # enough GPUs, before any process starts
+        spawn(_run_rank, args=(options,), nprocs=gpus, device=options.get("device"))
+
+
+def _run_rank(rank: int, options: dict) -> None:
+    from ..distributed import rank_device
+    with one_line_errors("--output"):
+        render_video(**dict(options, device=rank_device(rank, options.get("device"))), follower=rank > 0)
 
 
 def with_hubness_video(f):
@@ -126,8 +139,12 @@ def temp_next_to(path: Path, suffix: str):
 
 def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames, truncation_psi, class_idx,
                  output, interp, interp_space, strip, strip_frames, stylegan3, sampler, device, d_strength=1.0,
-                 d_iterations=50, **hub):
-    """Validate everything cheap, load the network, choose keyframes, write the strip and the mp4."""
+                 d_iterations=50, follower=False, **hub):
+    """Validate everything cheap, load the network, choose keyframes, write the strip and the mp4.
+
+    ``follower``: a rank other than 0 of a multi-process run, which validates and chooses the keyframes as
+    rank 0 does (sharing their hub values), then stops: it prints, loads and writes nothing else.
+    """
     if output is None and strip is None:
         raise HubnessError("nothing to write: give --output FILE.mp4 and/or --strip FILE.png")
     if w_frames < 1:
@@ -144,7 +161,7 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
     grid = (1, 1) if grid is None else grid
     cells = grid[0] * grid[1]
     device = resolve_device(device)
-    if output is not None:
+    if output is not None and not follower:
         check_ffmpeg()
     targets = [Path(p) for p in (output, strip) if p is not None]
     for target in targets:
@@ -159,24 +176,31 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
 
     from extensions.stylegan.adapter import make_adapter
     from extensions.stylegan.loader import load_discriminator_of, load_network
+    say = (lambda text: None) if follower else click.echo
+    if follower:
+        from extensions.stylegan.generate import HUB_SAMPLERS
+        if sampler not in HUB_SAMPLERS:  # no hub values to share
+            return
     with contextlib.ExitStack() as stack:
-        tmps = {t: stack.enter_context(temp_next_to(t, ".tmp" + t.suffix)) for t in targets}
-        click.echo(f'Loading networks from "{network_pkl}"...')
+        tmps = {} if follower else {t: stack.enter_context(temp_next_to(t, ".tmp" + t.suffix)) for t in targets}
+        say(f'Loading networks from "{network_pkl}"...')
         G = load_network(network_pkl, stylegan3=stylegan3, device=device)
         adapter = make_adapter(G)
         interp_space = check_video_space(adapter, interp, interp_space, truncation_psi, network_pkl)
         D = None
-        if interp == "discriminator":
+        if interp == "discriminator" and not follower:
             D = load_discriminator_of(network_pkl, stylegan3=stylegan3, device=device)
         labels = None
         if adapter.c_dim:
             labels = adapter.labels(class_idx)
         elif class_idx is not None:
-            click.echo("warn: --class ignored when running on an unconditional network")
+            say("warn: --class ignored when running on an unconditional network")
         num = None if num_keyframes is None else num_keyframes * cells
         keyseeds, selection = sampled_keyframe_seeds(adapter, network_pkl, seeds, sampler, num=num,
-                                                     truncation_psi=truncation_psi, labels=labels, progress=True,
-                                                     echo=click.echo, **hub)
+                                                     truncation_psi=truncation_psi, labels=labels,
+                                                     progress=not follower, echo=say, **hub)
+        if follower:
+            return
         if selection is not None:
             if num_keyframes is None:
                 num_keyframes = max(2, -(-len(keyseeds) // cells))
