@@ -120,8 +120,12 @@ class OutputDir:
             raise OutdirError(f"{self.option} {str(p)!r} exists and is not a directory; choose another {self.option}")
         try:
             if not p.exists():
-                p.mkdir(parents=True)
-                self._created = True
+                try:
+                    p.mkdir(parents=True)
+                    self._created = True
+                except FileExistsError:  # a concurrent run made it first: the lock below decides
+                    if not p.is_dir():
+                        raise
             self._fd = os.open(p, os.O_RDONLY)
         except OSError as exc:
             raise OutdirError(f"cannot create or open {self.option} {str(p)!r} ({exc.strerror}); choose a folder "

@@ -95,6 +95,24 @@ def test_a_held_folder_stops_a_second_run_at_once(tiny_network_pkl, tmp_path):
     assert cli("--network", tiny_network_pkl, "--seeds", "0-9", "--outdir", out).exit_code == 0
 
 
+def test_a_folder_another_run_creates_first_is_opened_not_refused(tmp_path, monkeypatch):
+    # Two runs both find the folder missing; the second's mkdir meets the first's folder.
+    out = tmp_path / "out"
+    real_mkdir = type(out).mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        if self == out:
+            real_mkdir(self)  # the other run, a moment earlier
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(out), "mkdir", racing_mkdir)
+    with pytest.raises(ValueError):
+        with OutputDir(out) as run:
+            assert run._locked and not run._created
+            raise ValueError("this run fails")
+    assert out.is_dir()  # the other run's folder stays: a failed run removes only a folder it created
+
+
 def test_concurrent_runs_never_both_succeed(stylegan_runtime, tiny_network_pkl, tmp_path):
     out = tmp_path / "out"
     base = ["--network", tiny_network_pkl, "--seeds", "0-299", "--outdir", out]
