@@ -399,7 +399,7 @@ def test_discriminator_video_on_the_digits_network(stylegan_runtime, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png", "v.mp4"]
 
 
-def test_discriminator_video_on_a_stylegan2_pickle(stylegan_runtime, tiny_network_pkl, tmp_path):
+def test_discriminator_video_on_a_stylegan2_pickle(stylegan_runtime, tiny_network_pkl, tmp_path, monkeypatch):
     import imageio
     from extensions.paths import adapter_functions
     with open(tiny_network_pkl, "rb") as f:
@@ -413,9 +413,15 @@ def test_discriminator_video_on_a_stylegan2_pickle(stylegan_runtime, tiny_networ
     check_segments(plan, G, G_fn, D_fn, keys[:2], cell=(0, 0), strength=2.0, iterations=4)
     check_segments(plan, G, G_fn, D_fn, keys[2:], cell=(0, 1), strength=2.0, iterations=4)
     out = tmp_path / "v.mp4"
+    from extensions.stylegan import loader
+    reads = []
+    real_unpickle = loader._unpickle
+    monkeypatch.setattr(loader, "_unpickle", lambda f, *a: (reads.append(f), real_unpickle(f, *a))[1])
     res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--grid", "2x1", "--interp", "discriminator",
               "--w-frames", 5, "--d-iterations", 2, "--output", out)
     assert res.exit_code == 0, res.output
+    assert len(reads) == 1  # G and D from one read of the snapshot
+    assert loader._read_once is None  # nothing kept after the load
     reader = imageio.get_reader(str(out))
     try:
         assert np.stack([frame for frame in reader]).shape == (10, 16, 32, 3)

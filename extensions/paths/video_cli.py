@@ -175,7 +175,7 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
         keyframe_seeds(seeds, grid, num_keyframes, shuffle_seed)
 
     from extensions.stylegan.adapter import make_adapter
-    from extensions.stylegan.loader import load_discriminator_of, load_network
+    from extensions.stylegan.loader import load_discriminator_of, load_network, reading_once
     say = (lambda text: None) if follower else click.echo
     if follower:
         from extensions.stylegan.generate import HUB_SAMPLERS
@@ -184,12 +184,13 @@ def render_video(network_pkl, seeds, shuffle_seed, grid, num_keyframes, w_frames
     with contextlib.ExitStack() as stack:
         tmps = {} if follower else {t: stack.enter_context(temp_next_to(t, ".tmp" + t.suffix)) for t in targets}
         say(f'Loading networks from "{network_pkl}"...')
-        G = load_network(network_pkl, stylegan3=stylegan3, device=device)
-        adapter = make_adapter(G)
-        interp_space = check_video_space(adapter, interp, interp_space, truncation_psi, network_pkl)
-        D = None
-        if interp == "discriminator" and not follower:
-            D = load_discriminator_of(network_pkl, stylegan3=stylegan3, device=device)
+        with reading_once():  # a training snapshot gives G and D in one read
+            G = load_network(network_pkl, stylegan3=stylegan3, device=device)
+            adapter = make_adapter(G)
+            interp_space = check_video_space(adapter, interp, interp_space, truncation_psi, network_pkl)
+            D = None
+            if interp == "discriminator" and not follower:
+                D = load_discriminator_of(network_pkl, stylegan3=stylegan3, device=device)
         labels = None
         if adapter.c_dim:
             labels = adapter.labels(class_idx)

@@ -8,6 +8,7 @@ and says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -257,6 +258,25 @@ def load_pickle_network(network: str, *, stylegan3=None, device=None, checkout: 
     return G.requires_grad_(False).to(device)
 
 
+#: Inside :func:`reading_once`: the unpickled network files read so far, by (network, checkout, cache).
+_read_once: Optional[dict] = None
+
+
+@contextlib.contextmanager
+def reading_once():
+    """Inside the block, a network pickle is read and unpickled once: loading its discriminator after its
+    generator (a training snapshot holds both) reuses the contents, which are kept until the block ends."""
+    global _read_once
+    outer = _read_once
+    if outer is None:
+        _read_once = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _read_once = None
+
+
 def _load_pickle(network: str, stylegan3, checkout: Optional[Checkout], cache_dir: Optional[str]):
     """The unpickled contents of a network pickle (path or URL), through the checkout when one is found."""
     if checkout is None:
@@ -268,6 +288,9 @@ def _load_pickle(network: str, stylegan3, checkout: Optional[Checkout], cache_di
             checkout = None  # a pickle of plain torch modules needs no checkout
     if checkout is not None:
         checkout = activate(checkout)
+    key = (network, None if checkout is None else str(checkout.root), cache_dir)
+    if _read_once is not None and key in _read_once:
+        return _read_once[key]
     log.info("loading network from %s", network)
     with _open(network, checkout, cache_dir) as f:
         if checkout is not None:
@@ -275,6 +298,8 @@ def _load_pickle(network: str, stylegan3, checkout: Optional[Checkout], cache_di
                 data = _unpickle(f, network, checkout)
         else:
             data = _unpickle(f, network, None)
+    if _read_once is not None:
+        _read_once[key] = data
     return data
 
 
