@@ -112,7 +112,7 @@ def real_values(x, name: str):
         raise HubnessError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
         arr = arr.astype(np.float64)  # torch has no extended precision
-    return torch.as_tensor(np.ascontiguousarray(arr)), False
+    return torch.as_tensor(np.ascontiguousarray(arr) if arr.ndim else arr), False  # keeps a 0-d array 0-d
 
 
 def check_class(class_idx, num_classes: int) -> int:

@@ -167,21 +167,10 @@ def _as_pair(a, b):
 
 
 def _as_fractions(t, device) -> torch.Tensor:
-    if isinstance(t, torch.Tensor):
-        if t.is_complex() or t.dtype == torch.bool:
-            raise HubnessError(f"t must hold real numbers, got dtype {t.dtype}")
-        t = t.detach().to("cpu", torch.float64).numpy()
-    else:
-        try:
-            t = np.asarray(t)
-        except (TypeError, ValueError) as exc:
-            raise HubnessError(f"t must be a numeric array of shape (T,), got {type(t).__name__}") from exc
-        if t.dtype.kind not in "fiu":
-            raise HubnessError(f"t must hold real numbers, got dtype {t.dtype}")
+    t = real_values(t, "t")[0].to("cpu", torch.float64).numpy()
     if t.ndim != 1:
         raise HubnessError(f"t must have shape (T,), got shape {t.shape}"
                            + ("; wrap a single fraction as [t]" if t.ndim == 0 else ""))
-    t = t.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(t))
     if len(bad):
         raise HubnessError(f"t must be finite, got {t[bad[0]]} at index {bad[0]}")
