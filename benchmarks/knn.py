@@ -4,8 +4,8 @@ Every peer runs in the same process on the same data with the same thread count,
 the engine's time as a ratio to each (and to itself with the other way of merging score blocks: the numba
 kernels of extensions/block_topk.py, the default from about 22k latents, or ``torch.topk``) and to the
 floor: a bfloat16 GEMM over the upper triangle of the n x n score matrix (n^2/2 * d multiply-adds, tiled,
-timed in the same run), the arithmetic no exact search can skip. Also times the approximate path (pynndescent) with its measured recall@k, and the
-engine's exact path at that size.
+timed in the same run), the arithmetic no exact search can skip. Also times the approximate path
+(pynndescent) with its measured recall@k, and the engine's exact path at that size.
 
     python benchmarks/knn.py                       # n = 10k, 40k; approximate at 100k
     python benchmarks/knn.py --sizes 10000 --approx-n 0 --out table.md

@@ -432,7 +432,8 @@ class StudioGANGenerator(torch.nn.Module):
     def bind_class(self, class_idx: int) -> "StudioGANGenerator":
         """The same model as an unconditional generator of class ``class_idx`` (for code that takes
         unconditional generators only, such as the report's figures); the weights are shared."""
-        return StudioGANGenerator(self.studiogan, self.cfgs, self.name, check_class(class_idx, self.num_classes)).train(self.training)
+        class_idx = check_class(class_idx, self.num_classes)
+        return StudioGANGenerator(self.studiogan, self.cfgs, self.name, class_idx).train(self.training)
 
     def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1.0) -> torch.Tensor:
         """Images (n, C, H, W) in [-1, 1] of latents z (n, z_dim), as the samplers carry them (``t * z``
