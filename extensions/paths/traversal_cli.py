@@ -39,7 +39,7 @@ from .._checks import HubnessError, NonFiniteError, check_count, resolve_device
 from ..outdir import OutputDir
 from ..pools import seed_latents
 from ..render import image_grid, save_png, to_uint8, write_npz
-from ..stylegan.cli import SeedList, hubness_options, one_line_errors
+from ..stylegan.cli import SeedList, hubness_options, in_processes, one_line_errors
 from .partial import LAYER_SUBSETS, PartialNetwork, resolve_block
 
 log = logging.getLogger(__name__)
@@ -436,15 +436,9 @@ def run(network_pkl: str, seeds, truncation_psi: float = 1.0, class_idx: Optiona
     Ctrl-C exits 130 and SIGTERM 143, leaving only complete files. ``gpus > 1`` runs ``gpus`` processes
     (:func:`extensions.distributed.spawn`) that share the hub values of the seed pools; rank 0 computes the
     traversals and writes (and nothing is returned)."""
-    from ..distributed import rank_device, spawn
     options.update(network_pkl=network_pkl, seeds=seeds, truncation_psi=truncation_psi, class_idx=class_idx,
                    outdir=outdir, stylegan3=stylegan3)
-    with one_line_errors():
-        if gpus == 1:
-            return _run_rank(0, options)
-        rank_device(gpus - 1, options.get("device"))  # enough GPUs, before any process starts
-        spawn(_run_rank, args=(options,), nprocs=gpus, device=options.get("device"))
-    return None
+    return in_processes(_run_rank, options, gpus)
 
 
 def _run_rank(rank: int, options: dict) -> Optional[TraversalResult]:

@@ -21,7 +21,7 @@ import click
 from .._checks import HubnessError, resolve_device
 from ..render import image_grid, save_png
 from ..stylegan.checkout import imported_checkout
-from ..stylegan.cli import hubness_options, one_line_errors
+from ..stylegan.cli import hubness_options, in_processes, one_line_errors
 from .video import (VIDEO_METHODS, check_discriminator_options, check_method, check_video_space, plan_video,
                     sampled_keyframe_seeds, strip_frames as strip_frame_indices)
 
@@ -69,19 +69,15 @@ def run(gpus: int = 1, **options) -> None:
     Ctrl-C exits 130 and SIGTERM 143, and no partial file is left. ``gpus > 1`` runs ``gpus`` processes
     (:func:`extensions.distributed.spawn`) that share the hub values of the keyframe pools; rank 0 renders
     and writes."""
-    from ..distributed import rank_device, spawn
-    with one_line_errors("--output"):
-        if gpus == 1:
-            render_video(**options)
-            return
-        rank_device(gpus - 1, options.get("device"))  # enough GPUs, before any process starts
-        spawn(_run_rank, args=(options,), nprocs=gpus, device=options.get("device"))
+    in_processes(_run_rank, options, gpus, "--output")
 
 
 def _run_rank(rank: int, options: dict) -> None:
-    from ..distributed import rank_device
+    from ..distributed import is_active, rank_device
+    if is_active():  # a run of several processes: each rank on its own device
+        options = dict(options, device=rank_device(rank, options.get("device")))
     with one_line_errors("--output"):
-        render_video(**dict(options, device=rank_device(rank, options.get("device"))), follower=rank > 0)
+        render_video(**options, follower=rank > 0)
 
 
 def with_hubness_video(f):

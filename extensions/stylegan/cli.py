@@ -187,11 +187,19 @@ def run(network_pkl: str, seeds: List[int], truncation_psi: float = 1, class_idx
     options = dict(network_pkl=network_pkl, seeds=seeds, truncation_psi=truncation_psi, class_idx=class_idx,
                    noise_mode=noise_mode, translate=translate, rotate=rotate, outdir=outdir, stylegan3=stylegan3,
                    **hub)
+    return in_processes(run_rank, options, gpus)
+
+
+def in_processes(run_rank, options: dict, gpus: int, option: str = "--outdir"):
+    """``run_rank(0, options)`` in this process, or with ``gpus > 1`` ``run_rank(r, options)`` in ``gpus``
+    processes (:func:`extensions.distributed.spawn`, rank r on its own device), whose one-line errors stay
+    one line; returns rank 0's result when it runs here."""
     if gpus == 1:
         return run_rank(0, options)
-    with one_line_errors():
-        rank_device(gpus - 1, hub.get("device"))  # enough GPUs, before any process starts
-        spawn(run_rank, args=(options,), nprocs=gpus, device=hub.get("device"))
+    with one_line_errors(option):
+        rank_device(gpus - 1, options.get("device"))  # enough GPUs, before any process starts
+        spawn(run_rank, args=(options,), nprocs=gpus, device=options.get("device"))
+    return None
 
 
 def run_rank(rank: int, options: dict):
