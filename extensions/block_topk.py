@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: Groups per row: each row's candidates come from the groups holding its K-th largest group maximum or more.
 _GROUPS = 256
+#: A row's bound from its group maxima is computed only where more than this many times K groups beat the
+#: list's K-th score (lists still filling, or a block far nearer than what the list has seen).
+_BOUND_MIN = 2
 #: Rows per run along a column, and columns per stripe (one thread's share of the column pass).
 _ROWS = 16
 _STRIPE = 512
@@ -37,6 +40,14 @@ except ImportError:  # pragma: no cover - numba comes with pynndescent, an insta
 # integer view, key mask, sign shift, smallest key (typed, so that the scan stays in narrow SIMD lanes)
 _INT_VIEW = {torch.bfloat16: (torch.int16, np.int16(0x7FFF), np.int16(15), np.int16(-2 ** 15)),
              torch.float32: (torch.int32, np.int32(0x7FFFFFFF), np.int32(31), np.int32(-2 ** 31))}
+
+
+_loaded = False  # whether a kernel has run in this process (numba's start-up, about 0.3 s, is paid)
+
+
+def loaded() -> bool:
+    """Whether the kernels have run in this process, so that running them again costs no start-up."""
+    return _loaded
 
 
 def available(dtype: torch.dtype) -> bool:
@@ -126,8 +137,15 @@ if numba is not None:
                 v = segment[g]
                 key = v ^ ((v >> shift) & mask)
                 top[g] = key if key > top[g] else top[g]
-        # At least K entries reach the K-th largest group maximum: no smaller entry is a candidate.
-        bound = _kth_largest(top, K, np.empty(K, dtype=s.dtype), np.empty(K, dtype=np.int64), lowest)
+        # At least K entries reach the K-th largest group maximum: no smaller entry is a candidate. That
+        # bound costs a heap pass over the groups, worth it only where many groups beat the list's K-th.
+        floor = keys[0]
+        beating = 0
+        for g in range(G):
+            beating += top[g] > floor
+        bound = lowest
+        if beating > _BOUND_MIN * K:
+            bound = _kth_largest(top, K, np.empty(K, dtype=s.dtype), np.empty(K, dtype=np.int64), lowest)
         for g in range(G):
             if top[g] >= bound and top[g] > keys[0]:
                 for j in range(g, W, G):
@@ -176,21 +194,20 @@ if numba is not None:
             _load_heap(best_s, best_i, c0 + c, mask, keys[c], idx[c])
             kth[c] = keys[c, 0]
         if bounded and runs >= K:
-            # Runs q, q + K, q + 2K, ... form K groups; each group's maximum is an entry, so at least K
-            # entries reach the smallest of those K maxima (element-wise over the stripe: vectorised).
-            groups = np.empty((K, width), dtype=s.dtype)
-            for q in range(K):
-                groups[q] = runmax[q, c0:c0 + width]
-            for q in range(K, runs):
-                maxima, g = runmax[q, c0:c0 + width], groups[q % K]
-                for c in range(width):
-                    g[c] = maxima[c] if maxima[c] > g[c] else g[c]
-            for c in range(width):
-                bound[c] = groups[0, c]
-            for q in range(1, K):
-                g = groups[q]
-                for c in range(width):
-                    bound[c] = g[c] if g[c] < bound[c] else bound[c]
+            # The K-th largest run maximum of each column: at least K entries reach it. The K largest are
+            # kept sorted by a compare-exchange pass per run, element-wise over the stripe (vectorised).
+            ranked = np.empty((K, width), dtype=s.dtype)
+            for p in range(K):
+                ranked[p] = lowest
+            for q in range(runs):
+                carry = runmax[q, c0:c0 + width].copy()
+                for p in range(K):
+                    slot = ranked[p]
+                    for c in range(width):
+                        a, b = slot[c], carry[c]
+                        slot[c] = a if a > b else b
+                        carry[c] = b if a > b else a
+            bound[:] = ranked[K - 1]
         # In row order, so that a run's rows of the stripe stay in cache: the runs each column needs.
         for q in range(runs):
             r0 = q * _ROWS
@@ -253,6 +270,7 @@ def merge_rows_(s: torch.Tensor, offset: int, best_s: torch.Tensor, best_i: torc
     if s.shape[0] != best_s.shape[0]:
         raise ValueError(f"{s.shape[0]} rows of scores for {best_s.shape[0]} lists")
     _merge_rows_kernel(ss, int(offset), bs, bi, *key)
+    _set_loaded()
 
 
 def merge_both_(s: torch.Tensor, row_offset: int, row_s: torch.Tensor, row_i: torch.Tensor, col_offset: int,
@@ -281,3 +299,9 @@ def merge_both_(s: torch.Tensor, row_offset: int, row_s: torch.Tensor, row_i: to
     # of rows) have K-th scores that few new scores beat, a cheaper filter.
     bounded = bool(torch.isneginf(col_s).any())
     _merge_both_kernel(ss, int(row_offset), bs, bi, int(col_offset), cs, ci, *key, bounded)
+    _set_loaded()
+
+
+def _set_loaded() -> None:
+    global _loaded
+    _loaded = True

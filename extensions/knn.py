@@ -382,11 +382,14 @@ def pair_sqdist(xq: torch.Tensor, xd: torch.Tensor, rows: torch.Tensor, cols: to
 
 
 def _sorted_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """First k entries of each row ordered by (value, index)."""
-    order = torch.argsort(indices, dim=1, stable=True)
-    values, indices = values.gather(1, order), indices.gather(1, order)
-    order = torch.argsort(values, dim=1, stable=True)[:, :k]
-    return values.gather(1, order), indices.gather(1, order)
+    """First k entries of each row ordered by (value, index).
+
+    ``values`` are float32 >= +0 (or +inf) and ``indices`` in [0, 2**32): a non-negative float orders like
+    its bit pattern, so one int64 key (value bits, then index) orders the pairs, with one selection.
+    """
+    key = (values.view(torch.int32).to(torch.int64) << 32) | indices
+    key = torch.topk(key, k, dim=1, largest=False, sorted=True).values
+    return (key >> 32).to(torch.int32).view(torch.float32), key & 0xFFFFFFFF
 
 
 def _mean64(x: torch.Tensor) -> torch.Tensor:
@@ -573,21 +576,36 @@ def _merge(best_s, best_i, s, i, K):
     return best_s, i.gather(1, sel)
 
 
-#: CPU searches whose merges would cost ``torch.topk`` as much as this many scores searched along rows merge
-#: their blocks with the numba kernels of :mod:`extensions.block_topk`, smaller ones with ``torch.topk``:
-#: loading the compiled kernels costs about 0.3 s per process (compiling them, once per machine, about
-#: 10 s), more than they save below (2-core CPU, a fresh process each) ~22k latents of 512-d (the triangle
-#: plan) or ~32k of 64-d (rows).
+#: How CPU searches merge their score blocks: "numba" (the kernels of :mod:`extensions.block_topk`),
+#: "torch.topk", or "auto": the kernels once they are loaded in the process, and before that for searches of
+#: at least :data:`CPU_KERNELS_MIN_SCORES`, or once the process's ``torch.topk`` merges have added up to it.
+CPU_MERGES = "auto"
+
+#: Merge work (scores searched along rows) at which loading the numba kernels pays: loading them costs
+#: about 0.3 s per process (compiling them, once per machine, about 10 s), more than they save below (2-core
+#: CPU, a fresh process each) ~22k latents of 512-d (the triangle plan) or ~32k of 64-d (rows). A process
+#: that runs many smaller searches (a metric's pools) loads them once its ``torch.topk`` merges have cost
+#: that much: at most twice the time of the better choice made in advance.
 CPU_KERNELS_MIN_SCORES = 2 ** 30
+
+_topk_work = 0  # merge work this process has done with torch.topk under "auto"
 
 
 def _kernels(like: torch.Tensor, rows: int, cols: int, symmetric: bool = False) -> bool:
-    """Whether a CPU search of ``rows x cols`` scores merges them with the numba kernels. The triangle plan
-    scores rows * cols / 2 pairs and merges each along its row and its column, which costs ``torch.topk``
-    about 1 + 3 times a row-wise merge."""
+    """Whether a CPU search of ``rows x cols`` scores merges them with the numba kernels (see
+    :data:`CPU_MERGES`); a search that will merge with ``torch.topk`` is counted. The triangle plan scores
+    rows * cols / 2 pairs and merges each along its row and its column, which costs ``torch.topk`` about
+    1 + 3 times a row-wise merge."""
+    global _topk_work
+    if CPU_MERGES not in ("auto", "numba", "torch.topk"):
+        raise HubnessError(f"CPU_MERGES must be 'auto', 'numba' or 'torch.topk', got {CPU_MERGES!r}")
+    if like.device.type != "cpu" or not block_topk.available(like.dtype) or CPU_MERGES == "torch.topk":
+        return False
     work = 2 * rows * cols if symmetric else rows * cols
-    return (work >= CPU_KERNELS_MIN_SCORES and like.device.type == "cpu"
-            and block_topk.available(like.dtype))
+    if CPU_MERGES == "numba" or block_topk.loaded() or _topk_work + work >= CPU_KERNELS_MIN_SCORES:
+        return True
+    _topk_work += work
+    return False
 
 
 def _empty_best(rows: int, K: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -622,7 +640,10 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float, kernels
     # Blocks of a quarter of the pool (at most 4096 rows) skip ~40% of the GEMM while keeping the
     # transposed top-k rows wide enough to run fast; a chunk and its transpose fit the budget.
     tile = max(1, min(4096, max(512, -(-n // 4)), math.isqrt(budget // (4 * elem))))
-    width = max(tile, budget // (2 * elem * tile))
+    # The kernels read each block right after its GEMM wrote it: square blocks (at most 32 MiB) stay largely
+    # in the last-level cache and need fewer fresh pages (2-core CPU: 11% faster at n = 10,000, 6-8% at
+    # 40,000 and 100,000, d = 512); torch.topk's transposed merges run no faster on them.
+    width = tile if kernels else max(tile, budget // (2 * elem * tile))
     best_s, best_i = _empty_best(n, K, scr.left)
     mm = _BlockProduct(min(tile, n) * min(max(tile, width), n), scr.left)
     for r0 in range(0, n, tile):
@@ -734,7 +755,8 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
         float32's range (data spread above about 1e18) they are inf, below it (about 1e-19) subnormal or 0,
         while the neighbours stay exact. ``info``: ``fallback_rows`` (rows the screen could not certify),
         ``scale_exponent`` (the data was searched as ``x * 2**s``), ``tiny_rows`` (rows searched again
-        because their nearest distances were below float32's normal range).
+        because their nearest distances were below float32's normal range), ``merges`` ("numba" or
+        "torch.topk", see :data:`CPU_MERGES`).
 
     Notes
     -----
@@ -774,7 +796,7 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
     xqs = xds if self_search else _scaled(xq, scale, constant)
     tiny_dist = dim * 2.0 ** _TINY_DIST_LOG2
     has_tiny = lru_cache(maxsize=None)(lambda: _has_tiny_values(scale, *((xd,) if self_search else (xd, xq))))
-    out_idx, out_dist, fallback_rows, full_rows = _exact_knn_scaled(
+    out_idx, out_dist, fallback_rows, full_rows, merges = _exact_knn_scaled(
         xds, xqs, qidx, k, dtype, margin, memory_budget_mb, device, tiny_dist, has_tiny)
     del xqs, xds
 
@@ -797,7 +819,8 @@ def exact_knn(database, k: int, *, queries=None, query_indices=None, precision: 
         log.info("exact k-NN: squared distances beyond float32's range are reported as inf "
                  "(data spread %.3g); the neighbours are exact", spread)
     info = dict(precision=str(dtype).replace("torch.", ""), fallback_rows=fallback_rows, full_rows=full_rows,
-                scale_exponent=scale, tiny_rows=len(tiny), seconds=time.perf_counter() - t0, device=str(device))
+                scale_exponent=scale, tiny_rows=len(tiny), seconds=time.perf_counter() - t0, device=str(device),
+                merges=merges)
     return KnnResult(out_idx, out_dist, "exact", None, info)
 
 
@@ -805,7 +828,8 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
                       dtype: torch.dtype, margin: int, memory_budget_mb: float, device: torch.device,
                       tiny_dist: float = 0.0, has_tiny=None, mean: Optional[torch.Tensor] = None,
                       offset: Optional[float] = None, screen: Optional[list] = None):
-    """The screened search on data in the safe range: (indices, float32 distances, fallback rows, full rows).
+    """The screened search on data in the safe range: (indices, float32 distances, fallback rows, full rows,
+    how its blocks were merged: "numba" or "torch.topk").
 
     ``xq is xd`` means self-search (``qidx`` is then arange(n)). Uncertified rows whose two nearest
     candidates lie below ``tiny_dist``, in data where ``has_tiny()``, are left as screened: the caller
@@ -895,7 +919,7 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
         if bool(small.any()) and has_tiny():
             failed = failed[~small]
     if len(failed) and (dtype != torch.float32 or wider):
-        sub_idx, sub_dist, _, full_rows = _exact_knn_scaled(
+        sub_idx, sub_dist, _, full_rows, _ = _exact_knn_scaled(
             xd, xq[failed], None if qidx is None else qidx[failed], k, dtype if wider else torch.float32,
             max(4 * margin, 4 * DEFAULT_MARGIN) if wider else margin, memory_budget_mb, device, mean=mean,
             offset=offset, screen=handover)
@@ -913,7 +937,8 @@ def _exact_knn_scaled(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.T
     if fallback_rows:
         log.info("exact k-NN: %d of %d rows failed the %s screen certificate and were screened again",
                  fallback_rows, m, dtype)
-    return out_idx, out_dist, fallback_rows, full_rows
+    merges = "numba" if kernels else "torch.topk"
+    return out_idx, out_dist, fallback_rows, full_rows, merges
 
 
 def _tiny_rows_knn(xd: torch.Tensor, xq: torch.Tensor, qidx: Optional[torch.Tensor], rows: torch.Tensor,

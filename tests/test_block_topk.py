@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from extensions import block_topk, exact_knn
+from extensions import HubnessError, block_topk, exact_knn
 from extensions import knn as knn_module
 from reference import brute_knn, integer_latents
 
@@ -98,7 +98,7 @@ def test_search_with_kernels_equals_search_with_topk(monkeypatch, dim, n, precis
     qi = torch.arange(0, n, 7)
     runs = {}
     for kernels in (True, False):  # every size, or none
-        monkeypatch.setattr(knn_module, "CPU_KERNELS_MIN_SCORES", 0 if kernels else float("inf"))
+        monkeypatch.setattr(knn_module, "CPU_MERGES", "numba" if kernels else "torch.topk")
         runs[kernels] = (exact_knn(x, 5, precision=precision, device="cpu"),
                          exact_knn(x, 5, queries=x[qi], query_indices=qi, precision=precision, device="cpu"))
     for a, b in zip(runs[True], runs[False]):
@@ -107,7 +107,7 @@ def test_search_with_kernels_equals_search_with_topk(monkeypatch, dim, n, precis
 
 @pytest.mark.parametrize("budget_mb", [512, 0.05])
 def test_search_with_kernels_equals_brute_force_on_ties(monkeypatch, budget_mb):
-    monkeypatch.setattr(knn_module, "CPU_KERNELS_MIN_SCORES", 0)
+    monkeypatch.setattr(knn_module, "CPU_MERGES", "numba")
     x = integer_latents(900, 300, 11)  # wide enough for the triangle plan; integer data full of ties
     res = exact_knn(x, 5, precision="bf16", device="cpu", memory_budget_mb=budget_mb)
     idx, dist = brute_knn(x, 5)
@@ -133,3 +133,24 @@ def test_kernels_work_where_numba_cannot_cache(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_auto_merges_load_the_kernels_once_they_pay(monkeypatch):
+    monkeypatch.setattr(block_topk, "_loaded", False)   # a process that has not run them yet
+    monkeypatch.setattr(knn_module, "_topk_work", 0)
+    x = torch.randn(300, 300, generator=torch.Generator().manual_seed(3))  # wide: the triangle plan
+    work = 2 * 300 * 300
+    monkeypatch.setattr(knn_module, "CPU_KERNELS_MIN_SCORES", 2.5 * work)
+    runs = [exact_knn(x, 5, device="cpu") for _ in range(4)]
+    # torch.topk until its merges have cost what loading the kernels would, then the kernels
+    assert [r.info["merges"] for r in runs] == ["torch.topk", "torch.topk", "numba", "numba"]
+    assert block_topk.loaded()
+    for r in runs[1:]:
+        assert torch.equal(r.indices, runs[0].indices) and torch.equal(r.distances, runs[0].distances)
+    # once loaded, a search far below the threshold uses them too; "torch.topk" still forces the other way
+    assert exact_knn(x[:40], 5, device="cpu").info["merges"] == "numba"
+    monkeypatch.setattr(knn_module, "CPU_MERGES", "torch.topk")
+    assert exact_knn(x, 5, device="cpu").info["merges"] == "torch.topk"
+    monkeypatch.setattr(knn_module, "CPU_MERGES", "fast")
+    with pytest.raises(HubnessError, match="CPU_MERGES must be 'auto', 'numba' or 'torch.topk', got 'fast'"):
+        exact_knn(x, 5, device="cpu")

@@ -55,12 +55,12 @@ def test_strided_inputs_and_no_pairs():
 
 def test_search_with_kernels_equals_search_without(monkeypatch):
     x = torch.randn(1500, 300, generator=torch.Generator().manual_seed(4))
-    monkeypatch.setattr(knn_module, "CPU_KERNELS_MIN_SCORES", float("inf"))
+    monkeypatch.setattr(knn_module, "CPU_MERGES", "torch.topk")
     plain = exact_knn(x, 5, device="cpu")
     calls = []
     real = pair_kernels.pair_sqdist_
     monkeypatch.setattr(pair_kernels, "pair_sqdist_", lambda *a: (calls.append(len(a[2])), real(*a)))
-    monkeypatch.setattr(knn_module, "CPU_KERNELS_MIN_SCORES", 0)
+    monkeypatch.setattr(knn_module, "CPU_MERGES", "numba")
     fast = exact_knn(x, 5, device="cpu")
     assert calls and sum(calls) > 1500                # the certificate ran through the kernel
     assert torch.equal(plain.indices, fast.indices)
