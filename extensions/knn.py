@@ -613,6 +613,13 @@ def _empty_best(rows: int, K: int, like: torch.Tensor) -> tuple[torch.Tensor, to
             torch.zeros((rows, K), dtype=torch.int64, device=like.device))
 
 
+#: Blocks merged by the numba kernels span at most this many columns: a kernel reads its block right after
+#: the GEMM wrote it, and blocks of 32-64 MiB stay largely in the last-level cache (2-core CPU, d = 512:
+#: self-search 6-11% faster at 10,000-100,000 latents, query search 30% at 20,000; d = 64: 8-10%).
+#: ``torch.topk`` merges run no faster on them.
+_KERNEL_BLOCK_COLS = 4096
+
+
 def _merge_rows(s: torch.Tensor, offset: int, best_s, best_i, K: int, kernels: bool):
     """Merge the rows of a block (columns from ``offset``) into the running top-K lists (None: none yet),
     with the numba kernels or ``torch.topk``."""
@@ -640,9 +647,7 @@ def _symmetric_candidates(scr: _Screen, K: int, memory_budget_mb: float, kernels
     # Blocks of a quarter of the pool (at most 4096 rows) skip ~40% of the GEMM while keeping the
     # transposed top-k rows wide enough to run fast; a chunk and its transpose fit the budget.
     tile = max(1, min(4096, max(512, -(-n // 4)), math.isqrt(budget // (4 * elem))))
-    # The kernels read each block right after its GEMM wrote it: square blocks (at most 32 MiB) stay largely
-    # in the last-level cache and need fewer fresh pages (2-core CPU: 11% faster at n = 10,000, 6-8% at
-    # 40,000 and 100,000, d = 512); torch.topk's transposed merges run no faster on them.
+    # square blocks for the kernels (see _KERNEL_BLOCK_COLS; here 11% faster than 2,500 x 7,500 at 10,000)
     width = tile if kernels else max(tile, budget // (2 * elem * tile))
     best_s, best_i = _empty_best(n, K, scr.left)
     mm = _BlockProduct(min(tile, n) * min(max(tile, width), n), scr.left)
@@ -673,7 +678,7 @@ def _row_candidates(scr: _Screen, K: int, memory_budget_mb: float, kernels: bool
     elem = scr.left.element_size()
     budget = int(memory_budget_mb * 2 ** 20)
     rows = max(1, min(4096, n, math.isqrt(budget // elem)))
-    width = max(K + 1, budget // (elem * rows))
+    width = max(K + 1, min(budget // (elem * rows), _KERNEL_BLOCK_COLS if kernels else n))
     mm = _BlockProduct(rows * min(width, n), scr.left)
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)
@@ -704,6 +709,8 @@ def _rect_candidates(qs: _Screen, db: _Screen, qidx, K: int, memory_budget_mb: f
         min_rows = 64
         cols = n if n * elem * 2 * min_rows <= memory_budget_mb * 2 ** 20 else \
             max(K + 1, int(memory_budget_mb * 2 ** 20 // (2 * min_rows * elem)))
+        if kernels:
+            cols = max(K + 1, min(cols, _KERNEL_BLOCK_COLS))
         rows = rows_per_block(cols, 2 * elem, memory_budget_mb, max_rows=8192)
     mm = _BlockProduct(min(rows, qs.left.shape[0]) * min(cols, n), qs.left)
     for r0 in range(0, qs.left.shape[0], rows):
