@@ -484,7 +484,7 @@ def _gpu_plan(device: torch.device) -> bool:
     On CUDA a block's top-k costs more than its GEMM, so work is arranged around reading each score once,
     row-wise. The CPU keeps, for wide data, the upper-triangle scheme (half the GEMM; each score searched
     along its row and along its column: ``torch.topk``, or the numba kernels of
-    :mod:`extensions.block_topk` for large searches, :data:`CPU_KERNELS_MIN_SCORES`).
+    :mod:`extensions.block_topk`, :data:`CPU_MERGES`).
     """
     return device.type == "cuda"
 
