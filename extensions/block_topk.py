@@ -269,6 +269,8 @@ def merge_rows_(s: torch.Tensor, offset: int, best_s: torch.Tensor, best_i: torc
     ss, bs, bi, *key = _int_views(s, best_s, best_i)
     if s.shape[0] != best_s.shape[0]:
         raise ValueError(f"{s.shape[0]} rows of scores for {best_s.shape[0]} lists")
+    if s.numel() == 0:
+        return
     _merge_rows_kernel(ss, int(offset), bs, bi, *key)
     _set_loaded()
 
@@ -295,6 +297,8 @@ def merge_both_(s: torch.Tensor, row_offset: int, row_s: torch.Tensor, row_i: to
     if s.shape[0] != row_s.shape[0] or s.shape[1] != col_s.shape[0]:
         raise ValueError(f"a {tuple(s.shape)} block of scores for {row_s.shape[0]} row and {col_s.shape[0]} "
                          f"column lists")
+    if s.numel() == 0:
+        return
     # Lists still filling (empty slots) need a bound from the block itself; full ones (after a first block
     # of rows) have K-th scores that few new scores beat, a cheaper filter.
     bounded = bool(torch.isneginf(col_s).any())

@@ -27,10 +27,12 @@ def scores(rows, cols, dtype, seed, ties=False):
 
 
 def check_lists(best_s, best_i, s, offset, dim):
-    """``best`` holds each line's K largest scores (as a multiset), at positions that hold those scores."""
+    """``best`` holds each line's K largest scores (as a multiset; -inf beyond the line's length), at
+    positions that hold those scores."""
     K = best_s.shape[1]
     lines = s if dim == 1 else s.T
-    want = torch.topk(lines.float(), K, dim=1).values
+    padded = torch.cat([lines.float(), torch.full((lines.shape[0], K), float("-inf"))], 1)
+    want = torch.topk(padded, K, dim=1).values
     got = best_s.float()
     assert torch.equal(got.sort(1, descending=True).values, want)
     pos = best_i - offset
@@ -51,18 +53,17 @@ def test_merge_in_two_blocks_equals_topk_of_the_whole(dtype, shape, ties, K):
     rows, cols = shape
     lists = {name: (torch.full((n, K), float("-inf"), dtype=dtype), torch.zeros((n, K), dtype=torch.int64))
              for name, n in (("rows", rows), ("cols", cols), ("both rows", rows), ("both cols", cols))}
-    if cols >= K:  # merge_rows_, in two blocks of columns
-        half = cols // 2
-        block_topk.merge_rows_(s[:, :half], 100, *lists["rows"])
-        block_topk.merge_rows_(s[:, half:], 100 + half, *lists["rows"])
-        check_lists(*lists["rows"], s, 100, 1)
-    if rows >= K and cols >= K:  # merge_both_, in two blocks of rows
-        half = rows // 2
-        block_topk.merge_both_(s[:half], 100, *[t[:half] for t in lists["both rows"]], 7, *lists["both cols"])
-        block_topk.merge_both_(s[half:], 100, *[t[half:] for t in lists["both rows"]], 7 + half,
-                               *lists["both cols"])
-        check_lists(*lists["both rows"], s, 100, 1)
-        check_lists(*lists["both cols"], s, 7, 0)
+    # merge_rows_, in two blocks of columns (blocks narrower than K: the last block of a search)
+    half = cols // 2
+    block_topk.merge_rows_(s[:, :half], 100, *lists["rows"])
+    block_topk.merge_rows_(s[:, half:], 100 + half, *lists["rows"])
+    check_lists(*lists["rows"], s, 100, 1)
+    # merge_both_, in two blocks of rows
+    half = rows // 2
+    block_topk.merge_both_(s[:half], 100, *[t[:half] for t in lists["both rows"]], 7, *lists["both cols"])
+    block_topk.merge_both_(s[half:], 100, *[t[half:] for t in lists["both rows"]], 7 + half, *lists["both cols"])
+    check_lists(*lists["both rows"], s, 100, 1)
+    check_lists(*lists["both cols"], s, 7, 0)
 
 
 def test_rows_of_a_strided_view_and_values_of_any_sign():
