@@ -112,6 +112,27 @@ def test_hub_seeds_render_the_official_images(stylegan_runtime, tiny_network_pkl
     assert chosen == {s: i + 1 for i, s in enumerate(expected)}
 
 
+def test_include_self_and_the_approximate_backend(stylegan_runtime, tiny_network_pkl, tmp_path):
+    """--include-self counts as the authors' code does (each latent in its own list: +1, and k - 1 others per
+    list); --knn-backend approx runs NN-descent and prints its measured recall."""
+    seeds = list(range(120))
+    m = reference_m(reference_w(stylegan_runtime, tiny_network_pkl, seeds)[0], k=4) + 1
+    out = tmp_path / "out"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-119", "--sampler", "hubness", "--t", 0, "--num", 5,
+              "--include-self", "--knn-backend", "approx", "--outdir", out)
+    assert res.exit_code == 0, res.output
+    assert [int(r["m"]) for r in read_csv(out / "pool.csv")] == m.tolist()
+    assert sorted(p.name for p in out.glob("seed*.png")) == sorted(f"seed{seeds[i]:04d}.png" for i in spectrum(m)[:5])
+    assert "approximate k-NN: recall@5 measured 1.000" in res.output  # 120 latents: NN-descent finds them all
+    sampler = json.loads(str(np.load(out / "latents.npz", allow_pickle=False)["meta"]))["sampler"]
+    assert sampler["include_self"] is True and sampler["backend"] == "approx"
+    exact = cli("--network", tiny_network_pkl, "--seeds", "0-119", "--sampler", "hubness", "--t", 0, "--num", 5,
+                "--outdir", tmp_path / "exact")
+    assert exact.exit_code == 0 and "approximate" not in exact.output
+    assert [int(r["m"]) for r in read_csv(tmp_path / "exact" / "pool.csv")] == reference_m(
+        reference_w(stylegan_runtime, tiny_network_pkl, seeds)[0]).tolist()
+
+
 def test_threshold_keeps_every_seed_at_or_above_it(stylegan_runtime, tiny_conditional_pkl, tmp_path):
     seeds = list(range(100, 180))
     w, _ = reference_w(stylegan_runtime, tiny_conditional_pkl, seeds, class_idx=2)

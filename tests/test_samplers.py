@@ -7,6 +7,7 @@ import torch
 from extensions import (HubnessError, SeedPools, ThresholdUnreachableError, compute_hubness, hubness_spectrum,
                         make_sampler, seed_latents, select_low_quality, select_threshold, select_top,
                         spectrum_ranks)
+from reference import brute_knn
 
 
 def test_selections_order_and_ties():
@@ -112,6 +113,46 @@ def test_top_per_pool_and_low_quality():
     lq = make_sampler("hubness-lq", t_lq=0, device="cpu").sample(pools, 30)
     assert (lq.m == 0).all()
     np.testing.assert_array_equal(lq.seeds, select_low_quality(m0, 0)[:30])
+
+
+def brute_hub_values(seeds, dim, k, include_self):
+    """Hub values of the pool of ``seeds`` (float32 latents of gen_images.py's draw) by float64 brute force:
+    the paper's count, or with ``include_self`` each latent's own +1 and k - 1 true neighbours per list."""
+    z = np.concatenate([np.random.RandomState(s).randn(1, dim) for s in seeds]).astype(np.float32)
+    idx, _ = brute_knn(z, k - 1 if include_self else k)
+    return np.bincount(idx.ravel(), minlength=len(seeds)) + (1 if include_self else 0)
+
+
+@pytest.mark.parametrize("name, params, num", [
+    ("hubness", dict(t=15), 70),                        # 25 + 24 hubs, then the 21 largest of pool 2's 31
+    ("hubness", dict(t=15, include_self=True), 70),
+    ("hubness", dict(top=7), 20),                      # 7 + 7 + 6
+    ("hubness-lq", dict(t_lq=1), 250),                 # 99 + 109, then 42 of pool 2's 117 (its 64 m = 0)
+])
+def test_each_pool_chooses_by_its_own_brute_force_hub_values(name, params, num):
+    """Paper 4.4 over several pools: each pool's matches in the sampler's order (m descending, or ascending
+    for low quality; ties by seed), pool after pool, the last one cut at ``num``."""
+    pool_size, dim, k = 300, 32, 5
+    sel = make_sampler(name, k=k, device="cpu", **params).sample(gaussian_pools(pool_size, dim), num)
+    want_seeds, want_m = [], []
+    for index in range(10):
+        seeds = np.arange(index * pool_size, (index + 1) * pool_size)
+        m = brute_hub_values(seeds, dim, k, params.get("include_self", False))
+        if name == "hubness-lq":
+            order = [i for i in sorted(range(pool_size), key=lambda i: (m[i], i)) if m[i] <= params["t_lq"]]
+        else:
+            order = [i for i in sorted(range(pool_size), key=lambda i: (-m[i], i)) if m[i] >= params.get("t", 0)]
+            order = order[:params.get("top", pool_size)]
+        order = order[:num - len(want_seeds)]
+        want_seeds += [int(seeds[i]) for i in order]
+        want_m += [int(m[i]) for i in order]
+        np.testing.assert_array_equal(sel.records[index].m, m)
+        if len(want_seeds) == num:
+            break
+    assert len(sel.records) == index + 1 >= 3
+    np.testing.assert_array_equal(sel.seeds, want_seeds)
+    np.testing.assert_array_equal(sel.m, want_m)
+    np.testing.assert_array_equal(sel.pool_index, np.asarray(want_seeds) // pool_size)
 
 
 def test_unreachable_threshold_stops_with_clear_error():

@@ -479,6 +479,12 @@ def sample_seeds(adapter, network, seeds, sampler, num, space, labels, truncatio
         say(f"{sampler}: chose {len(selection.seeds)} of {sum(len(r.seeds) for r in selection.records)} latents "
             f"({chooser.criterion()}; {space.upper()} space), m from {int(selection.m.min())} to "
             f"{int(selection.m.max())}")
+        recalls = [r.stats["recall"] for r in selection.records if r.stats.get("recall") is not None]
+        if recalls:  # an approximate search ran: its measured recall is part of the result
+            exact = sum(r.stats.get("backend") == "exact" for r in selection.records if r.stats.get("recall") is not None)
+            say(f"approximate k-NN: recall@{k} measured {min(recalls):.3f}" + (
+                f" to {max(recalls):.3f} over {len(recalls)} pools" if len(recalls) > 1 else "") + (
+                f"; {exact} pool(s) below 0.95 searched again exactly" if exact else ""))
     return selection, further
 
 
