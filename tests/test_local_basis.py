@@ -368,6 +368,11 @@ def test_krylov_that_cannot_converge_within_its_budget_says_so():
     # blocks of 2: 4 products are within the budget of 5, a third block would not be
     res = local_basis(fn, w, 2, method="krylov", oversample=0, max_products=30, tol=0.5, device="cpu")
     assert res.products <= 30 and res.products % 2 == 0
+    # what it returns meets its tolerance: |J^T J v - s^2 v| <= tol * s_max(J)^2, against the explicit Jacobian
+    J = torch.autograd.functional.jacobian(fn, w).double()
+    gram, top = J.T @ J, torch.linalg.svdvals(J)[0] ** 2
+    for v, s in zip(res.basis.double().T, res.singular_values.double()):
+        assert float((gram @ v - s ** 2 * v).norm()) <= 0.5 * float(top)
 
 
 # ------------------------------------------------------------------------------------- the benchmark, reduced

@@ -39,6 +39,21 @@ def start(args, runtime_root, **env):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+# Runs a script as `python SCRIPT ARGS` does, once the interpreter has started: a signal during the
+# interpreter's own start-up (20-120 ms, before any line of the script runs) is beyond what a script controls.
+_LAUNCHER = ("import os, runpy, sys; sys.argv = sys.argv[1:]; sys.path[0] = os.path.dirname(sys.argv[0]); "
+             "os.write(1, b'>'); runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def start_started(script, args, runtime_root):
+    """``script`` in a child process that has written one byte (``>``) once its interpreter is up."""
+    p = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(script), *map(str, args)],
+                         env=tiny_networks.subprocess_env(STYLEGAN3_DIR=runtime_root),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert os.read(p.stdout.fileno(), 1) == b">"
+    return p
+
+
 def wait_for_staging(out, proc, timeout=60):
     """Block until the run has staged at least one image (it is rendering)."""
     end = time.time() + timeout
@@ -465,8 +480,8 @@ def test_overflow_and_range_messages_are_one_clean_line(tiny_network_pkl, tmp_pa
 
 def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(stylegan_runtime, tiny_network_pkl, tmp_path):
     for delay in (0.05, 0.2, 0.6, 1.2):
-        p = start(["--network", tiny_network_pkl, "--seeds", "0-1999", "--outdir", tmp_path / f"o{delay}"],
-                  stylegan_runtime.root)
+        p = start_started(SCRIPT, ["--network", tiny_network_pkl, "--seeds", "0-1999", "--outdir",
+                                   tmp_path / f"o{delay}", "--device", "cpu"], stylegan_runtime.root)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
@@ -477,10 +492,8 @@ def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(stylegan_runtime, ti
 def test_figure_scripts_exit_130_on_ctrl_c_and_leave_no_figure(stylegan_runtime, tmp_path, script):
     for delay in (0.05, 0.3, 2.0):
         out = tmp_path / f"o{delay}"
-        p = subprocess.Popen([sys.executable, str(tiny_networks.REPO_ROOT / script), "--outdir", str(out),
-                              "--t", "15", "--device", "cpu"],
-                             env=tiny_networks.subprocess_env(STYLEGAN3_DIR=stylegan_runtime.root),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = start_started(tiny_networks.REPO_ROOT / script, ["--outdir", out, "--t", "15", "--device", "cpu"],
+                          stylegan_runtime.root)
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)

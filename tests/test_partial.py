@@ -191,19 +191,30 @@ def test_bad_base_latents_are_typed_errors(G, w0):
         PartialNetwork(tiny_networks.TinyGenerator(), w0, device="cpu")
 
 
-def test_reference_ops_route_the_custom_ops_to_torch(stylegan_runtime):
+def test_reference_ops_route_the_custom_ops_to_torch(stylegan_runtime, monkeypatch):
     from torch_utils.ops import bias_act, upfirdn2d
+    for module in (bias_act, upfirdn2d):
+        monkeypatch.setattr(module, "_init", lambda: True)  # as where the CUDA plugins build
     before = (bias_act._init, upfirdn2d._init)
     with reference_ops():
         assert bias_act._init() is False and upfirdn2d._init() is False
-    assert (bias_act._init, upfirdn2d._init) == before
+    assert (bias_act._init, upfirdn2d._init) == before and bias_act._init() is True
 
 
-def test_native_ops_compute_the_same_function_on_the_cpu(G, w0):
+def test_native_ops_keep_the_plugins_and_compute_the_same_function_on_the_cpu(G, w0, monkeypatch):
+    from torch_utils.ops import bias_act
+    seen = []
+    monkeypatch.setattr(bias_act, "_init", lambda: True)
+    monkeypatch.setattr(bias_act, "_bias_act_ref", lambda *a, _ref=bias_act._bias_act_ref, **kw: (
+        seen.append(bias_act._init()), _ref(*a, **kw))[1])
     w = w0 + torch.from_numpy(np.random.RandomState(6).randn(G.w_dim)).float()
     ref = PartialNetwork(G, w0, block="b16", layers="middle", device="cpu")
+    ref_out = ref(w)
+    assert seen and not any(seen)  # the reference ops ran with the plugins switched off
+    seen.clear()
     native = PartialNetwork(G, w0, block="b16", layers="middle", device="cpu", reference_ops=False)
-    assert torch.equal(native(w), ref(w))
+    assert torch.equal(native(w), ref_out)
+    assert seen and all(seen)  # ... and with them left alone
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -92,8 +92,17 @@ def test_report_command_writes_every_figure(stylegan_runtime, tmp_path):
     assert len(hub_seeds) == 16
     if summary["hubs"]["label"].startswith("hubs (m >= 6)"):
         assert summary["hubs"]["count"] == int((m >= 6).sum()) and min(m[hub_seeds]) >= 6
+        hubs = np.flatnonzero(m >= 6)
     else:  # fewer than 16 latents reach t: the largest hub values stand in
         assert min(m[hub_seeds]) >= max(np.delete(m, hub_seeds))
+        hubs = np.array(hub_seeds)
+    # Fig. 9's numbers: mean distances to G.mapping.w_avg, from the pool's W latents (psi = 0.7 by default)
+    dist = np.linalg.norm(pool.latents.double().numpy() - load_generator(device="cpu").mapping.w_avg.double().numpy(),
+                          axis=1)
+    means = list(summary["distance_to_mean"].values())
+    assert list(summary["distance_to_mean"])[1:] == ["random latents", "truncated, psi = 0.7"]
+    assert np.allclose(means, [dist[hubs].mean(), dist.mean(), 0.7 * dist.mean()], rtol=1e-5)
+    assert means[0] < means[1]  # hubs lie nearer the mean latent than random latents (the figure's point)
 
 
 def test_report_rejects_a_pool_too_small_for_its_figures(stylegan_runtime, tmp_path):

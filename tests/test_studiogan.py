@@ -1,8 +1,9 @@
-"""StudioGAN runs through a PyTorch-StudioGAN checkout (``STUDIOGAN_DIR``; skipped without one): a tiny
-random-weight generator built from StudioGAN's own classes, saved as StudioGAN saves it (its YAML and
-``misc.save_model``'s ``model=G_ema-best-weights-step=N.pth``) and loaded like a real run; every image
-against a direct call of StudioGAN's generator; hub seeds against an independent Z-space k-NN; truncation
-against scipy's truncated normal; the one-line errors."""
+"""StudioGAN runs through a PyTorch-StudioGAN checkout (``STUDIOGAN_DIR``; the tests of its classes are
+skipped without one): a tiny random-weight generator built from StudioGAN's own classes, saved as StudioGAN
+saves it (its YAML and ``misc.save_model``'s ``model=G_ema-best-weights-step=N.pth``) and loaded like a real
+run; every image against a direct call of StudioGAN's generator; hub seeds against an independent Z-space
+k-NN; truncation against scipy's truncated normal; the one-line errors. The truncation map and the
+evaluation hook's options need no checkout."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from reference import brute_knn
 from tiny_networks import settle_spectral_norms
 from test_gen_images_hub import CLI, command_runner
 
-pytestmark = [pytest.mark.needs_studiogan, pytest.mark.usefixtures("one_thread")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 cli = command_runner(CLI)
 CLASS = 1
 
@@ -107,6 +108,7 @@ def truncated(z, t) -> np.ndarray:
     return stats.truncnorm.ppf(stats.norm.cdf(z), -t, t)
 
 
+@pytest.mark.needs_studiogan  # the checkout's classes
 def test_run_loads_the_saved_generator(run):
     folder, G = run
     ours = load_network(str(folder), device="cpu")
@@ -127,6 +129,7 @@ def test_run_loads_the_saved_generator(run):
         ours.bind_class(3)
 
 
+@pytest.mark.needs_studiogan  # the checkout's classes
 def test_random_sampler_renders_studiogans_images(run, tmp_path):
     folder, G = run
     out = tmp_path / "random"
@@ -136,6 +139,7 @@ def test_random_sampler_renders_studiogans_images(run, tmp_path):
         assert np.array_equal(load_png(out / f"seed{seed:04d}.png"), to_uint8(direct_image(G, seed_z(seed))))
 
 
+@pytest.mark.needs_studiogan  # the checkout's classes
 def test_hub_seeds_and_truncated_images(run, tmp_path):
     folder, G = run
     seeds, t = np.arange(120), 0.7
@@ -179,6 +183,7 @@ def test_truncation_map_is_scipys_truncated_normal():
     assert torch.equal(S.truncate_normal(z, 1.0), z)
 
 
+@pytest.mark.needs_studiogan  # the checkout's classes
 def test_one_line_errors(run, modules, tmp_path, monkeypatch):
     folder, G = run
     checkout = os.environ[S.ENV_VAR]
@@ -221,6 +226,7 @@ def test_one_line_errors(run, modules, tmp_path, monkeypatch):
         monkeypatch.setenv(S.ENV_VAR, checkout)  # --studiogan sets it; monkeypatch restores it after the test
 
 
+@pytest.mark.needs_studiogan  # the checkout's classes
 def test_missing_checkout_is_one_line(run, tmp_path, monkeypatch):
     folder, _ = run
     monkeypatch.delenv(S.ENV_VAR)
@@ -276,6 +282,7 @@ def stylegan2_run(modules, tmp_path_factory):
     return folder, G.eval().requires_grad_(False)
 
 
+@pytest.mark.needs_studiogan  # the checkout's classes
 def test_stylegan2_hub_seeds_in_w_and_images(stylegan2_run, tmp_path):
     folder, G = stylegan2_run
     seeds, psi = np.arange(60), 0.6
@@ -345,6 +352,7 @@ def patched_checkout(tmp_path_factory):
     return root
 
 
+@pytest.mark.needs_studiogan  # the checkout's classes
 def test_patched_evaluation_renders_hub_latents(patched_checkout, run, tmp_path):
     import tiny_networks
     folder, G = run
@@ -402,6 +410,7 @@ class _Pixels(torch.nn.Module):
         return images.flatten(1).float()
 
 
+@pytest.mark.needs_studiogan  # the checkout's classes
 def test_metric_loop_renders_truncated_hub_latents(run):
     from extensions.metrics.generator_features import SamplerSpec, class_labels, generator_features
     folder, G = run
