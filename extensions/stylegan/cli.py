@@ -114,7 +114,7 @@ _OPTIONS = [
                       "further seeds after the largest one"),
     click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="k-NN list size for hub values"),
     click.option("--t", type=click.FloatRange(min=0), default=50, show_default=True,
-                 help="Hub-value threshold of --sampler hubness (--t 0 with --num N: the N largest m)"),
+                 help="Hub-value threshold of --sampler hubness (--t 0: the largest m, as many latents as asked for)"),
     click.option("--t-lq", "t_lq", type=click.FloatRange(min=0), default=1, show_default=True,
                  help="Hub-value threshold of --sampler hubness-lq"),
     click.option("--pool-size", type=click.IntRange(min=2), default=None, metavar="N",
