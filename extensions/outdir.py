@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ._checks import HubnessError
+from .render import TEMP_RE, atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ STAGING_NAME = ".stylegan3-hubness.staging"
 #: Files a commit replaces or removes wait here until the new manifest is in place.
 ASIDE_NAME = ".stylegan3-hubness.aside"
 _MOVED_IN = "moved-in.txt"
-#: Temporary files of :func:`extensions.render.atomic_file`: ``.<name>.<random>.tmp``.
-_TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 _FORMAT = 1
 
 
@@ -109,7 +108,7 @@ class OutputDir:
         self._hashes: dict = {}
         self._fd: Optional[int] = None
         self._locked = False
-        self._created = False
+        self._created: list = []
         self._committed = False
         self.staging = self.path / STAGING_NAME
 
@@ -120,9 +119,10 @@ class OutputDir:
             raise OutdirError(f"{self.option} {str(p)!r} exists and is not a directory; choose another {self.option}")
         try:
             if not p.exists():
+                missing = [p, *(q for q in p.parents if not q.exists())]  # deepest first
                 try:
                     p.mkdir(parents=True)
-                    self._created = True
+                    self._created = missing
                 except FileExistsError:  # a concurrent run made it first: the lock below decides
                     if not p.is_dir():
                         raise
@@ -157,10 +157,10 @@ class OutputDir:
             with contextlib.suppress(FileNotFoundError):
                 (self.path / LOCK_INFO_NAME).unlink()
             self._locked = False
-        if remove_if_created and self._created:
-            with contextlib.suppress(OSError):
-                if not any(self.path.iterdir()):
-                    self.path.rmdir()
+        if remove_if_created:  # the folders this run made, while they are empty (rmdir refuses others)
+            for folder in self._created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
         if self._fd is not None:
             os.close(self._fd)  # releases the lock
             self._fd = None
@@ -184,7 +184,7 @@ class OutputDir:
     def _remove_leftovers(self) -> None:
         """Temporary files of interrupted atomic writes (ours by name; nobody else writes here now)."""
         for entry in self.path.iterdir():
-            if entry.is_file() and _TEMP_RE.match(entry.name) and entry.name != LOCK_INFO_NAME:
+            if entry.is_file() and TEMP_RE.match(entry.name) and entry.name != LOCK_INFO_NAME:
                 log.info("removing %s left by an interrupted run", entry)
                 with contextlib.suppress(FileNotFoundError):
                     entry.unlink()
@@ -279,7 +279,7 @@ class OutputDir:
         for entry in self.staging.iterdir():
             if entry.name == "settings.json":
                 continue
-            if entry.is_file() and entry.name in wanted and not _TEMP_RE.match(entry.name):
+            if entry.is_file() and entry.name in wanted and not TEMP_RE.match(entry.name):
                 kept.add(entry.name)
             elif entry.is_dir():
                 shutil.rmtree(entry)
@@ -320,12 +320,11 @@ class OutputDir:
             path = self.path / name
             files[name] = self._hashes.get(name) or dict(sha256=file_sha256(path), bytes=path.stat().st_size)
         staged = sorted(e.name for e in self.staging.iterdir() if e.is_file() and e.name != "settings.json"
-                        and not _TEMP_RE.match(e.name)) if self.staging.is_dir() else []
+                        and not TEMP_RE.match(e.name)) if self.staging.is_dir() else []
         for name in staged:
             path = self.staging / name
             files[name] = dict(sha256=file_sha256(path), bytes=path.stat().st_size)
         manifest = dict(format=_FORMAT, tool=self.tool, settings=settings, files=dict(sorted(files.items())))
-        from .render import atomic_file  # render writes through this module's folders, not the reverse
         aside = self.path / ASIDE_NAME
         aside.mkdir(exist_ok=True)
         current = None

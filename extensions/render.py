@@ -11,6 +11,7 @@ import csv
 import io
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -48,16 +49,108 @@ def to_pil(array: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray(array[:, :, 0] if channels == 1 else array, _MODES[channels])
 
 
+#: Suffix of the temporary files of :func:`atomic_file` and :func:`atomic_files`: ``.<name>.<pid>-<random>`` and
+#: this, a name no other program uses, so that leftovers of a killed run can be told from a user's files.
+TEMP_SUFFIX = ".stylegan3-hubness.tmp"
+TEMP_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+    return fd, tmp
+
+
+def remove_stale_temps(folder) -> list:
+    """Remove the temporary files that killed runs left in ``folder`` (those of live processes stay); returns
+    their paths."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            match = TEMP_RE.match(entry.name)
+            if match and entry.is_file(follow_symlinks=False) and not _alive(int(match.group(1))):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # another user's process (or a name that is not a pid: keep it)
+    return True
+
+
+@contextlib.contextmanager
+def atomic_files(paths: Sequence):
+    """Temporary files next to each of ``paths``, renamed into place together when the block succeeds.
+
+    Yields a dict path -> temporary path for the block to write (by name: matplotlib, numpy, ffmpeg). On an
+    error none of ``paths`` changes and the temporary files are removed; only the final renames (one per
+    file) can be cut short by a kill, which leaves complete files.
+    """
+    paths = [Path(p) for p in paths]
+    temps = {}
+    try:
+        for path in paths:
+            fd, tmp = _temp_beside(path)
+            os.close(fd)
+            temps[path] = Path(tmp)
+        yield dict(temps)
+        for tmp in temps.values():
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+    except BaseException as exc:
+        for tmp in temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError):  # name the file the user asked for
+            for path, tmp in temps.items():
+                if exc.filename == str(tmp):
+                    raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+@contextlib.contextmanager
+def created_folder(path):
+    """Create ``path`` and its missing parents; if the block fails, remove the ones it created that are still
+    empty (a failed run leaves no new folders behind)."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for folder in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode: str = "wb"):
     """Open a temporary file next to ``path``; on success rename it to ``path``, on error delete it."""
     path = Path(path)
+    fd, tmp = _temp_beside(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, mode, **({} if "b" in mode else dict(newline="", encoding="utf-8"))) as f:
             yield f
             f.flush()

@@ -23,6 +23,7 @@ import torch
 
 import tiny_networks
 from extensions.outdir import LOCK_INFO_NAME, STAGING_NAME, OutputDir
+from extensions.render import TEMP_SUFFIX
 from test_gen_images_hub import SCRIPT, cli, official_image, png, with_options
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -242,12 +243,16 @@ def test_images_no_run_wrote_are_not_kept(stylegan_runtime, tiny_network_pkl, tm
 def test_stale_temp_files_of_a_killed_run_are_removed(tiny_network_pkl, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    stale = [out / ".seed0001.png.abc123_x.tmp", out / ".pool.csv.q9z.tmp"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = [out / f".seed0001.png.{dead.pid}-abc123_x{TEMP_SUFFIX}", out / f".pool.csv.{dead.pid}-q9z{TEMP_SUFFIX}"]
     for p in stale:
         p.write_bytes(b"half")
-    (out / ".hidden-user-file").write_text("mine")
+    users = [out / ".hidden-user-file", out / ".thesis.draft.tmp", out / ".notes.1234-x.tmp"]
+    for p in users:
+        p.write_text("mine")
     assert cli("--network", tiny_network_pkl, "--seeds", "0-3", "--outdir", out).exit_code == 0
-    assert not any(p.exists() for p in stale) and (out / ".hidden-user-file").exists()
+    assert not any(p.exists() for p in stale) and all(p.read_text() == "mine" for p in users)
 
 
 # ------------------------------------------------------------------------------------ non-finite numbers
