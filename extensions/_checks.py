@@ -24,6 +24,23 @@ class NonFiniteError(HubnessError):
         self.seed = seed
 
 
+def non_finite_pixels(network, where: str, *, truncation_psi: float = 1, moved: bool = False, seed=None,
+                      after: str = " (nothing was written)") -> NonFiniteError:
+    """The error for NaN or inf pixels ``where`` (e.g. "for seed 3") of ``network`` (its name, or None): the
+    options that can cause them, when given (--trunc other than 1, --translate/--rotate), come first; else
+    the network is broken."""
+    causes = []
+    if truncation_psi != 1:
+        causes.append(f"--trunc {truncation_psi:g} may move the latents too far (use a psi of moderate size, e.g. "
+                      f"0.5 to 1)")
+    if moved:
+        causes.append("--translate/--rotate may be too large")
+    broken = "the synthesis network is broken: check its weights or use another snapshot"
+    text = f"{', or '.join(causes)}, or {broken}" if causes else broken
+    name = "the network" if network is None else f"network {network!r}"
+    return NonFiniteError(f"{name} renders NaN or inf pixels {where}; {text}{after}", seed)
+
+
 def resolve_device(device=None) -> torch.device:
     """``None`` means CUDA when available, else CPU; anything else must be a device that can compute here.
 

@@ -6,17 +6,27 @@ import time
 
 import click
 
-from . import SeedPools, compute_hubness, hubness_stats, make_sampler
+from . import HubnessError, SeedPools, compute_hubness, hubness_stats, make_sampler
+from .stylegan.cli import one_line_errors
 
 
 @click.command()
-@click.option("--pool-size", default=10000, show_default=True, help="Latents per pool")
-@click.option("--dim", default=512, show_default=True, help="Latent dimension")
-@click.option("--k", default=5, show_default=True, help="k-NN list size")
-@click.option("--t", default=50, show_default=True, help="Hub-value threshold")
-@click.option("--num", default=16, show_default=True, help="Latents to select")
+@click.option("--pool-size", type=click.IntRange(min=2), default=10000, show_default=True, help="Latents per pool")
+@click.option("--dim", type=click.IntRange(min=1), default=512, show_default=True, help="Latent dimension")
+@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="k-NN list size")
+@click.option("--t", type=click.FloatRange(min=0), default=50, show_default=True, help="Hub-value threshold")
+@click.option("--num", type=click.IntRange(min=1), default=16, show_default=True, help="Latents to select")
 def main(pool_size, dim, k, t, num):
     """Compute hub values of one pool of N(0, I) latents and select hubs from it."""
+    with one_line_errors():
+        _demo(pool_size, dim, k, t, num)
+
+
+def _demo(pool_size, dim, k, t, num):
+    if k >= pool_size:
+        raise HubnessError(f"--k {k} must be below --pool-size {pool_size}")
+    if pool_size * dim > 2 ** 31:
+        raise HubnessError(f"--pool-size {pool_size} x --dim {dim} is too large for a demo (at most 2**31 values)")
     pools = SeedPools(dim, pool_size)
     pool = pools.draw(0)
     start = time.perf_counter()

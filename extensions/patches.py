@@ -306,6 +306,11 @@ def run(command: str, root, patch_dir=None, toolkit: str = "stylegan3") -> list:
     states = examine(root, list(reversed(patches)) if reverse else patches, contents, reverse=reverse)
     if reverse:
         states.reverse()
+    if states and all(st.state == "conflict" and st.detail.endswith("does not exist") for st in states):
+        files = ", ".join(st.detail[:-len(" does not exist")] for st in states)
+        hint = " (or set STYLEGAN3_DIR)" if toolkit == "stylegan3" else ""
+        raise PatchError(f"{str(root)!r} is not a {toolkit} checkout: it has none of {files}; pass --{toolkit} DIR of "
+                         f"a checkout{hint}")
     if command == "check":
         return [f"{s.name}: " + {"applied": "applied",
                                  "pending": f"not applied; apply changes {s.summary()}",

@@ -92,8 +92,12 @@ class SeedPools:
         self.pool_size = check_count(pool_size if pool_size is not None else (len(seeds) if seeds is not None else 10000),
                                      "pool_size")
         if seeds is None:
+            if self.pool_size > MAX_SEED + 1:
+                raise HubnessError(f"a pool of {self.pool_size} seeds is more than the 2**32 seeds there are; use a "
+                                   f"smaller pool size")
             if start < 0 or start + self.pool_size - 1 > MAX_SEED:
-                raise HubnessError(f"start must lie in [0, {MAX_SEED - self.pool_size + 1}], got {start}")
+                raise HubnessError(f"a pool of {self.pool_size} seeds from seed {start} needs seeds in [0, {MAX_SEED}]; "
+                                   f"start at a seed in [0, {MAX_SEED - self.pool_size + 1}]")
             seeds = np.arange(start, start + self.pool_size, dtype=np.int64)
         self.first_seeds = seeds
         self.next_seed = int(seeds.max()) + 1
@@ -172,8 +176,10 @@ def _gib(n: float) -> str:
     return f"{n / 2 ** 30:.1f} GiB"
 
 
-def check_pool_memory(n: int, z_dim: int, d: int, *, hub: bool, device=None, fraction: float = 0.5) -> None:
-    """Refuse a pool that would take more than ``fraction`` of the memory available, before allocating it.
+def check_pool_memory(n: int, z_dim: int, d: int, *, hub: bool, device=None, fraction: float = 0.5,
+                      option: str = "--seeds") -> None:
+    """Refuse a pool that would take more than ``fraction`` of the memory available, before allocating it;
+    ``option`` is what set its size (--seeds, or --pool-size for the further pools).
 
     Raises
     ------
@@ -185,6 +191,7 @@ def check_pool_memory(n: int, z_dim: int, d: int, *, hub: bool, device=None, fra
     if free is not None and need > fraction * free:
         fits = max(2, int(fraction * free // max(1, pool_bytes(1, z_dim, d, hub=hub))))
         where = "the GPU" if resolve_device(device).type == "cuda" else "this machine"
+        advice = ("use fewer --seeds, e.g. --seeds 0-9999 --num N, which draws further pools of --pool-size seeds "
+                  "as needed" if option == "--seeds" else f"use a smaller {option}")
         raise HubnessError(f"a pool of {n:,} latents needs about {_gib(need)} but {where} has {_gib(free)} "
-                           f"available (pools of at most about {fits:,} fit); use fewer --seeds, e.g. "
-                           f"--seeds 0-9999 --num N, which draws further pools of --pool-size seeds as needed")
+                           f"available (pools of at most about {fits:,} fit); {advice}")

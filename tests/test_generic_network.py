@@ -56,6 +56,13 @@ NETS = textwrap.dedent('''
     def not_a_module():
         return "G"
 
+    class ComplexToy(Toy):
+        def forward(self, z, *c):
+            return super().forward(z) * (1 + 1j)
+
+    def complex_images():
+        return ComplexToy()
+
     def broken():
         raise RuntimeError("weights missing")
 
@@ -122,6 +129,7 @@ def test_module_errors_are_one_line(nets, tmp_path):
         ("nets:not_a_module", "not_a_module() returned a str, not a torch.nn.Module"),
         ("nets:broken", "calling broken() failed (RuntimeError: weights missing)"),
         ("nets:conditional", "this network is conditional (3 classes): give a class label with --class (0..2)"),
+        ("nets:complex_images", "the generator returned torch.complex64 images; expected real floating-point"),
     ]
     for i, (network, message) in enumerate(cases):
         out = tmp_path / f"out{i}"

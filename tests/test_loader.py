@@ -211,6 +211,15 @@ def test_missing_file_and_directory(tmp_path, stylegan_runtime):
         load_network(tmp_path)
 
 
+def test_an_unreadable_file_says_so(tiny_network_pkl, stylegan_runtime, monkeypatch):
+    def no_permission(path, mode="r", *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(loader, "open", no_permission, raising=False)  # as a file of another user's, mode 600
+    with pytest.raises(NetworkLoadError, match=r"cannot read network pickle .*\(Permission denied\); make the file "
+                                               r"readable"):
+        load_network(str(tiny_network_pkl), device="cpu")
+
+
 def test_not_a_pickle_truncated_and_zip(tmp_path, tiny_network_pkl, stylegan_runtime):
     text = tmp_path / "notes.pkl"
     text.write_text("these are not the weights you are looking for\n")

@@ -3,6 +3,8 @@
 Runs in-process on the stylegan2-ada runtime of the draggan wheel (no official checkout needed).
 """
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,19 @@ def test_bad_input_is_refused_with_the_fix(G, detector):
         SamplerSpec("best")
     with pytest.raises(MetricError, match=r"returned \(4,\)"):
         generator_features(G, lambda img, **kw: img.float().mean((1, 2, 3)), 4, device="cpu")
+
+
+@pytest.mark.parametrize("sampler, psi, cause", [("random", 1, "the synthesis network is broken"),
+                                                 ("hubness", 1, "the synthesis network is broken"),
+                                                 ("truncation", 1e38, "--trunc 1e+38 may move the latents too far")])
+def test_non_finite_images_are_an_error_not_black_features(G, detector, one_thread, sampler, psi, cause):
+    import copy
+    from extensions._checks import NonFiniteError
+    broken = copy.deepcopy(G)
+    if psi == 1:  # NaN in the synthesis network: every image is NaN
+        with torch.no_grad():
+            [p for p in broken.synthesis.parameters() if p.ndim >= 2][-1].fill_(float("nan"))
+    spec = SamplerSpec(sampler, psi=psi, **(dict(t=0, pool_size=50) if sampler == "hubness" else {}))
+    with pytest.raises(NonFiniteError, match=r"NaN or inf pixels for seed \d+; " + re.escape(cause)) as info:
+        generator_features(broken, detector, 6, spec=spec, detector_kwargs=FEATURES, device="cpu")
+    assert info.value.seed is not None

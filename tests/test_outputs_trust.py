@@ -479,8 +479,34 @@ def test_overflow_and_range_messages_are_one_clean_line(tiny_network_pkl, tmp_pa
     assert res.exit_code == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--num", 10 ** 12, "--outdir", tmp_path / "b")
     assert res.exit_code == 1 and "raise --max-pools" in res.stderr and not (tmp_path / "b").exists()
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-9", "--sampler", "hubness", "--t", 0, "--num", 20,
+              "--pool-size", 10 ** 12, "--outdir", tmp_path / "p")
+    assert res.exit_code == 1 and res.stderr.strip().endswith("use a smaller --pool-size") and not (tmp_path / "p").exists()
     res = cli("--network", tiny_network_pkl, "--seeds", "\u0661\u0662", "--outdir", tmp_path / "c")
     assert res.exit_code == 2 and "neither a seed nor a range" in res.stderr
+
+
+def test_a_failed_run_removes_the_folders_it_made_and_names_the_option_that_overflows(tiny_network_pkl, tmp_path):
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--trunc", "1e38", "--outdir", tmp_path / "a" / "b" / "c")
+    line = res.stderr.strip().splitlines()[-1]
+    assert res.exit_code == 1 and "--trunc 1e+38" in line and "psi of moderate size" in line, line
+    assert list(tmp_path.iterdir()) == []  # a/b/c were made by the run, and went with it
+    # the embedded network's W stays finite there, its pixels do not
+    res = cli("--seeds", "0-3", "--trunc", "1e38", "--outdir", tmp_path / "d")
+    line = res.stderr.strip().splitlines()[-1]
+    assert res.exit_code == 1 and "renders NaN or inf pixels for seed 0; --trunc 1e+38 may move the latents" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_run_leaves_the_users_files_alone(tiny_network_pkl, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = {".thesis.draft.tmp": "draft", "seed0007.png": "not an image of a run"}
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-5", "--outdir", out)
+    assert res.exit_code == 1 and "would not vouch for" in res.stderr
+    assert {p.name: p.read_text() for p in out.iterdir()} == mine
 
 
 def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(stylegan_runtime, tiny_network_pkl, tmp_path):

@@ -179,6 +179,12 @@ def test_command_line(tmp_path):
     out = tiny_networks.run_python(["-m", "extensions.patches", "revert", "--patch-dir", folder],
                                    STYLEGAN3_DIR=root)
     assert out.returncode == 1 and out.stderr.startswith("error: a_alpha.patch does not fit")
+    (tmp_path / "elsewhere").mkdir()
+    for command in ("check", "apply"):  # a folder that is no checkout: one line, not a conflict per patch
+        out = run(command, "--stylegan3", tmp_path / "elsewhere")
+        assert out.returncode == 1 and out.stdout == "" and out.stderr == (
+            f"error: '{tmp_path / 'elsewhere'}' is not a stylegan3 checkout: it has none of alpha.py; pass --stylegan3 "
+            f"DIR of a checkout (or set STYLEGAN3_DIR)\n")
 
 
 def test_project_patches_parse():

@@ -55,6 +55,11 @@ def test_seed_pools_continue_after_the_given_seeds():
         SeedPools(8, seeds=[1, 1])
     with pytest.raises(HubnessError, match="seeds must lie"):
         SeedPools(8, seeds=[-1])
+    with pytest.raises(HubnessError, match=r"a pool of 8589934592 seeds is more than the 2\*\*32 seeds there are"):
+        SeedPools(8, 2 ** 33)
+    with pytest.raises(HubnessError, match=r"from seed 4294967290 needs seeds in \[0, 4294967295\]; start at a seed "
+                                           r"in \[0, 4294967286\]"):
+        SeedPools(8, 10, start=2 ** 32 - 6)
 
 
 def gaussian_pools(pool_size=2000, dim=128, **kw):

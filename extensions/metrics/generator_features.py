@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .._checks import check_count, resolve_device
+from .._checks import check_count, non_finite_pixels, resolve_device
 from ..distributed import is_active
 from ..pools import Pool, SeedPools
 from ..samplers import Selection, make_sampler
@@ -297,6 +297,10 @@ def _images(adapter: GeneratorAdapter, G: torch.nn.Module, latents: torch.Tensor
             torch.as_tensor(labels(z_seeds), dtype=torch.float32, device=adapter.device)
         img = G(latents, c, noise_mode=noise_mode, **G_kwargs) if isinstance(adapter, StyleGANAdapter) \
             else adapter.generate(latents, c, truncation_psi=psi)
+    finite = torch.isfinite(img.flatten(1)).all(1)
+    if not bool(finite.all()):  # quantised, NaN would turn into black images that the metric scores
+        seed = int(z_seeds[int((~finite).nonzero()[0, 0])])
+        raise non_finite_pixels(None, f"for seed {seed}", truncation_psi=psi, seed=seed, after="")
     img = adapter.quantize(img)
     return img.repeat([1, 3, 1, 1]) if img.shape[1] == 1 else img
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import HubnessError, NonFiniteError, check_count, resolve_device
+from .._checks import HubnessError, NonFiniteError, check_count, non_finite_pixels, resolve_device
 from ..outdir import OutputDir
 from ..pools import seed_latents
 from ..render import image_grid, save_png, to_uint8, write_npz
@@ -262,7 +262,7 @@ def render_traversals(network: str, seeds: Sequence[int], outdir, *, directions:
                 arrays, strip = traverse_seed(adapter, w[i], seed, directions=directions, steps=steps,
                                               step_size=step_size, method=method, layers=layers, block=block_name,
                                               rank=rank, memory_budget_mb=memory_budget_mb, network=network,
-                                              on_basis=bar.update)
+                                              on_basis=bar.update, truncation_psi=truncation_psi)
                 arrays.update(z=z[i], meta=np.array(json.dumps(dict(meta, seed=seed))))
                 if selection.m is not None:
                     arrays["m"] = np.int64(selection.m[i])
@@ -284,7 +284,7 @@ def render_traversals(network: str, seeds: Sequence[int], outdir, *, directions:
 
 def traverse_seed(adapter, w0, seed: int, *, directions, steps: int, step_size: float, method: str, layers: str,
                   block: str, rank: int, memory_budget_mb: float = 256.0, network: str = "network",
-                  on_basis: Optional[Callable[[int], None]] = None) -> tuple:
+                  on_basis: Optional[Callable[[int], None]] = None, truncation_psi: float = 1) -> tuple:
     """The traversals of one seed.
 
     Parameters
@@ -294,6 +294,8 @@ def traverse_seed(adapter, w0, seed: int, *, directions, steps: int, step_size: 
         The seed's W latent as rendered (truncation applied).
     on_basis : callable, optional
         Called with 1 after every local basis (the seed's, then each step of each iterative curve).
+    truncation_psi : float
+        The --trunc that made ``w0`` (named in the error for a non-finite image of the seed).
 
     Returns
     -------
@@ -311,7 +313,7 @@ def traverse_seed(adapter, w0, seed: int, *, directions, steps: int, step_size: 
     w0 = torch.as_tensor(w0).reshape(-1).to(adapter.device, torch.float32)
     with torch.no_grad():
         centre = adapter.synthesize(w0[None], noise_mode="const")  # gen_images.py's image of the seed
-    _check_images(centre, seed, None, network)
+    _check_images(centre, seed, None, network, truncation_psi)
     centre = to_uint8(centre)[0]
     net = PartialNetwork(adapter.G, w0, block=block, layers=layers, noise_mode="const", device=adapter.device)
     try:
@@ -367,12 +369,13 @@ def traverse_seed(adapter, w0, seed: int, *, directions, steps: int, step_size: 
     return arrays, strip
 
 
-def _check_images(images: torch.Tensor, seed: int, direction: Optional[int], network: str) -> None:
+def _check_images(images: torch.Tensor, seed: int, direction: Optional[int], network: str,
+                  truncation_psi: float = 1) -> None:
     if not bool(torch.isfinite(images).all()):
-        where = f"the seed {seed}" if direction is None else f"seed {seed} along direction {direction}"
-        raise NonFiniteError(f"network {network!r} renders NaN or inf pixels for {where}; "
-                             + ("the synthesis network is broken: check its weights or use another snapshot"
-                                if direction is None else "use a smaller --step-size or fewer --steps"), seed)
+        if direction is None:
+            raise non_finite_pixels(network, f"for the seed {seed}", truncation_psi=truncation_psi, seed=seed)
+        raise NonFiniteError(f"network {network!r} renders NaN or inf pixels for seed {seed} along direction "
+                             f"{direction}; use a smaller --step-size or fewer --steps", seed)
 
 
 def _stage(out: OutputDir, name: str, write) -> None:

@@ -223,6 +223,9 @@ class GenericAdapter(GeneratorAdapter):
             shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
             raise HubnessError(f"the generator returned {shape} for {len(z)} latents; expected images of shape "
                                f"({len(z)}, C, H, W)")
+        if not img.is_floating_point():
+            raise HubnessError(f"the generator returned {img.dtype} images; expected real floating-point pixels "
+                               f"(nominally in [-1, 1])")
         return img
 
 

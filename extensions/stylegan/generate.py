@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import HubnessError, NonFiniteError, check_count, check_threshold, resolve_device
+from .._checks import HubnessError, NonFiniteError, check_count, check_threshold, non_finite_pixels, resolve_device
 from ..outdir import OutputDir
 from ..pools import MAX_SEED, SeedPools, check_pool_memory
 from ..render import image_grid, load_png, save_png, seed_filename, write_csv, write_npz
@@ -343,6 +343,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
         moved = translate != (0.0, 0.0) or float(rotate) != 0
         if not adapter.set_input_transform(translate, rotate) and moved:
             say("warn: --translate/--rotate ignored: only stylegan3 networks have an input transform")
+            moved = False
         settings = dict(network_identity(network), truncation_psi=truncation_psi, class_idx=class_idx,
                         noise_mode=noise_mode, translate=list(translate), rotate=float(rotate))
         changed = out.settings_changed(settings)
@@ -351,7 +352,8 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
             raise HubnessError(f"--outdir {str(out.path)!r} holds images rendered with other settings ({what}); "
                                f"pass --clean to replace them, or choose another --outdir")
         d = adapter.w_dim if space == "w" else adapter.z_dim
-        check_pool_memory(max(len(seeds), pool_size), adapter.z_dim, d, hub=hub, device=adapter.device)
+        check_pool_memory(max(len(seeds), pool_size), adapter.z_dim, d, hub=hub, device=adapter.device,
+                          option="--seeds" if len(seeds) >= pool_size else "--pool-size")
 
         selection, further = sample_seeds(adapter, network, seeds, sampler, num, space, labels, truncation_psi,
                                      pool_size, batch_size, max_pools, k, t, t_lq, include_self, knn_backend,
@@ -375,7 +377,7 @@ def generate_images(network: str, seeds: Sequence[int], outdir, *, sampler: str 
         staged = out.prepare_staging(settings, wanted)
         written = _render_images(adapter, network, selection.seeds, z, w, labels, noise_mode, out,
                                  [n for n in names if status[n] != "ok" and n not in staged], progress,
-                                 truncation_psi)
+                                 truncation_psi, moved)
         meta = dict(render=settings, sampler=selection.sampler, space=space, generator=adapter.kind,
                     z_dim=adapter.z_dim, w_dim=adapter.w_dim, c_dim=adapter.c_dim, num_ws=adapter.num_ws,
                     given_seeds=len(seeds), pool_size=pool_size, version=__version__)
@@ -533,8 +535,9 @@ def _write_tables(out: OutputDir, selection: Selection, z: np.ndarray, w: Option
 
 def _render_images(adapter: GeneratorAdapter, network: str, seeds: np.ndarray, z: np.ndarray,
                    w: Optional[torch.Tensor], labels: torch.Tensor, noise_mode: str, out: OutputDir,
-                   todo: list, progress: bool, truncation_psi: float = 1) -> int:
-    """Stage ``seed%04d.png`` for the seeds whose names are in ``todo``; returns how many were rendered."""
+                   todo: list, progress: bool, truncation_psi: float = 1, moved: bool = False) -> int:
+    """Stage ``seed%04d.png`` for the seeds whose names are in ``todo``; returns how many were rendered
+    (``moved``: a --translate/--rotate is applied)."""
     todo = set(todo)
     bar = _Progress(progress).synthesis(len(todo))
     written = 0
@@ -547,9 +550,8 @@ def _render_images(adapter: GeneratorAdapter, network: str, seeds: np.ndarray, z
                 img = _render_one(adapter, z[i:i + 1], None if w is None else w[i:i + 1], labels, noise_mode,
                                   truncation_psi)
                 if not bool(torch.isfinite(img).all()):
-                    raise NonFiniteError(f"network {network!r} renders NaN or inf pixels for seed {int(seed)}; the "
-                                         f"synthesis network is broken: check its weights or use another snapshot "
-                                         f"(nothing was written)", int(seed))
+                    raise non_finite_pixels(network, f"for seed {int(seed)}", truncation_psi=truncation_psi,
+                                            moved=moved, seed=int(seed))
                 _save(adapter.quantize(img).permute(0, 2, 3, 1).cpu().numpy()[0], out, name)
                 written += 1
                 bar.update(1)

@@ -111,7 +111,11 @@ def _open(network: str, checkout: Optional[Checkout], cache_dir: Optional[str]):
         if not os.path.isfile(path):
             raise NetworkNotFoundError(f"network pickle {network!r} not found; check the path, or pass a URL "
                                        f"(https://...) to download it", network)
-        return open(path, "rb")
+        try:
+            return open(path, "rb")
+        except OSError as exc:  # e.g. no read permission: not the output folder's problem
+            raise NetworkLoadError(f"cannot read network pickle {network!r} ({exc.strerror or exc}); make the file "
+                                   f"readable or copy it somewhere you can read it", network) from exc
     if checkout is None:
         raise CheckoutNotFoundError(f"downloading {network!r} needs dnnlib from the stylegan3 code, which was not "
                                     f"found; pass --stylegan3 DIR or set STYLEGAN3_DIR, or download the file and "
