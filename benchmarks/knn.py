@@ -31,7 +31,7 @@ sys.path.insert(0, ROOT)
 from extensions import knn as knn_module  # noqa: E402
 from extensions.knn import approximate_knn, exact_knn  # noqa: E402
 from knn_cuda import bf16_floor, rate  # noqa: E402
-from tables import print_table  # noqa: E402
+from tables import count, print_table  # noqa: E402
 
 
 def best_of(fn, repeats):
@@ -81,15 +81,17 @@ def engine_only(args):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10000, 40000])
-    ap.add_argument("--dim", type=int, default=512)
-    ap.add_argument("--k", type=int, default=5)
-    ap.add_argument("--approx-n", type=int, default=100000, help="pool size for the approximate path (0: skip)")
-    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs below n = 100000, else 1")
+    ap.add_argument("--sizes", type=count(2), nargs="+", default=[10000, 40000])
+    ap.add_argument("--dim", type=count(1), default=512)
+    ap.add_argument("--k", type=count(1), default=5)
+    ap.add_argument("--approx-n", type=count(0), default=100000, help="pool size for the approximate path (0: skip)")
+    ap.add_argument("--repeats", type=count(1), default=3, help="best of this many runs below n = 100000, else 1")
     ap.add_argument("--out", help="also write the table (markdown) here")
     ap.add_argument("--engine-only", action="store_true",
                     help="time the engine alone, once per size, with the process's peak memory (for n = 1M)")
     args = ap.parse_args(argv)
+    if args.k >= min(args.sizes + ([args.approx_n] if args.approx_n else [])):
+        ap.error(f"--k {args.k} must be below every size (--sizes, --approx-n)")
     if args.engine_only:
         return engine_only(args)
 

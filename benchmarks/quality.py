@@ -27,6 +27,7 @@ paired. The table gives mean +- standard deviation (ddof = 1) over the seeds.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -44,7 +45,7 @@ from extensions.metrics import (SamplerSpec, density_coverage, frechet_distance_
                                 generator_features, mean_cov, precision_recall)
 from extensions.metrics.class_balance import class_balance_score  # noqa: E402
 from extensions.metrics.frechet import frechet_distance_two_subsets  # noqa: E402
-from tables import write_tables  # noqa: E402
+from tables import count, finite, write_tables  # noqa: E402
 
 COLUMNS = ("precision", "recall", "density", "coverage", "FID", "FID half 1", "FID half 2", "confidence",
            "IS classes", "W1 classes")
@@ -144,17 +145,17 @@ def format_table(labels, results, seeds, reference: dict) -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0-2", help="benchmark seeds, e.g. '0-2' or '0,1,2' (at least 3 advised)")
-    ap.add_argument("--num", type=int, default=2000, help="generated images per sampler and seed")
-    ap.add_argument("--pool-size", type=int, default=10000, help="latents per pool of the hub samplers")
-    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--num", type=count(1), default=2000, help="generated images per sampler and seed")
+    ap.add_argument("--pool-size", type=count(2), default=10000, help="latents per pool of the hub samplers")
+    ap.add_argument("--k", type=count(1), default=5)
     ap.add_argument("--t", default="10,15,20", help="thresholds of the hubness sampler, comma-separated")
     ap.add_argument("--top", default="1000", help="top-N-per-pool variants of the hubness sampler")
     ap.add_argument("--psi", default="0.9,0.7,0.5", help="truncation factors")
-    ap.add_argument("--t-lq", type=float, default=1)
+    ap.add_argument("--t-lq", type=finite, default=1)
     ap.add_argument("--generator", default=None,
                     help="generator weights (.npz) or an embedded network's name (digits, digits-w512); default digits")
     ap.add_argument("--classifier", default=None, help="classifier weights (.npz); default the embedded one")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--threads", type=count(1), default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default=None,
                     help="write the table (markdown) here, and the raw results as .json beside it ('' : do not write; "
                          "default results/quality.md, results/quality_<name>.md for another embedded network)")
@@ -165,9 +166,21 @@ def main(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    seeds = parse_list(args.seeds, int)
+    lists = {}
+    for option, kind in (("seeds", int), ("t", float), ("top", int), ("psi", float)):
+        try:
+            lists[option] = parse_list(getattr(args, option), kind)
+        except ValueError:
+            ap.error(f"--{option} {getattr(args, option)!r} is not a comma-separated list of "
+                     f"{'integers (ranges a-b allowed)' if kind is int else 'numbers'}")
+        if not all(math.isfinite(v) and (v >= 0 or option == "psi") for v in lists[option]):
+            ap.error(f"--{option} {getattr(args, option)!r}: every value must be finite"
+                     + ("" if option == "psi" else " and >= 0"))
+    seeds = lists["seeds"]
     if len(seeds) < 1:
         ap.error(f"--seeds {args.seeds!r} holds no seed")
+    if args.k >= args.pool_size:
+        ap.error(f"--k {args.k} must be below --pool-size {args.pool_size}")
     try:
         G = load_generator(args.generator, device="cpu")
         detector = FeatureDetector(load_classifier(args.classifier, device="cpu")).eval()
@@ -180,8 +193,7 @@ def main(argv=None) -> dict:
     real_vs_real = frechet_distance_features(real[:half], real[half:2 * half])
     reference = {"FID half 1": real_vs_real, "FID half 2": real_vs_real, "confidence": real_conf,
                  "IS classes": class_balance_score(real_probs.numpy())}
-    specs = sampler_specs(parse_list(args.t), parse_list(args.top, int), parse_list(args.psi), args.t_lq, args.k,
-                          args.pool_size)
+    specs = sampler_specs(lists["t"], lists["top"], lists["psi"], args.t_lq, args.k, args.pool_size)
     print(f"{len(specs)} samplers x {len(seeds)} seeds, {args.num} images each; pools of {args.pool_size}, "
           f"k = {args.k}; {len(real)} real digits; torch {torch.__version__}, {torch.get_num_threads()} threads",
           flush=True)
