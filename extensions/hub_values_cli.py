@@ -3,8 +3,15 @@
 Reads an (n, d) array (W latents, CLIP features, ...), computes each row's hub value m (how many k-NN
 lists of the other rows hold it) and writes m, shape (n,) int64, as .npy; ``--neighbors`` also writes
 the (n, k) int64 neighbour lists. Under ``torchrun`` every process reads the file, searches its share of
-the rows (:mod:`extensions.distributed`) and rank 0 writes the results, each to a temporary name renamed
-into place, so a failed or interrupted run leaves no partial file.
+the rows (:mod:`extensions.distributed`) and rank 0 writes the results, each to a temporary name, the
+names renamed into place together once both files are complete: a failed run (a full disk) changes
+neither file, a killed one leaves complete files only, and the next run removes the temporaries it left.
+The input, ``--output`` and ``--neighbors`` must be three different files.
+
+The search runs in float32, as every search of the engine does: float16, float32 and integers up to 2**24
+in magnitude are searched exactly; float64 and extended precision (``np.longdouble``) are rounded once to
+float32, and so are larger integers (a note on stderr says so). Other byte orders and unsigned types are
+converted without loss first.
 
 The module is named ``hub_values_cli`` rather than ``hub_values`` so that importing it leaves the
 package's :func:`extensions.hub_values` function alone; ``extensions/hub_values.py`` only runs it.
@@ -15,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -25,16 +33,25 @@ from ._checks import HubnessError
 #: Rows checked for NaN/inf at a time (bounds the temporary mask).
 _CHECK_ROWS = 1 << 16
 
+#: dtypes the engine (:func:`extensions._checks.as_latents`) takes as they are, in native byte order.
+_ENGINE_DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32,
+                                              np.int64, np.uint8))
 
-def read_embeddings(path: str, key: Optional[str] = None) -> np.ndarray:
-    """The (n, d) array of a .npy file, or of a .npz file's only array (or its array ``key``).
+#: Largest integer magnitude float32 holds exactly (with every integer below it).
+_FLOAT32_EXACT_INT = 1 << 24
+
+
+def read_embeddings(path: str, key: Optional[str] = None, notes: Optional[list] = None) -> np.ndarray:
+    """The (n, d) array of a .npy file, or of a .npz file's only array (or its array ``key``), in a dtype the
+    engine takes (see :func:`engine_array`); what the conversion to float32 rounds is appended to ``notes``.
 
     Raises
     ------
     HubnessError
-        One line quoting the file: missing or unreadable, not an array file, an .npz holding several
-        arrays and no ``key`` (or no array ``key``), not 2-D, not real numbers, or holding NaN/inf (the
-        first bad row is named).
+        One line quoting the file: missing or unreadable, not an array file (or an .npz member that is not a
+        .npy array), an .npz holding several arrays and no ``key`` (or no array ``key``), not 2-D, not real
+        numbers, holding NaN/inf (the first bad row is named), or extended-precision values beyond float32's
+        range.
     """
     if not os.path.exists(path):
         raise HubnessError(f"{path!r} does not exist; give the .npy or .npz file of the embeddings")
@@ -71,6 +88,9 @@ def read_embeddings(path: str, key: Optional[str] = None) -> np.ndarray:
                 reason = " ".join(str(exc).split()) or type(exc).__name__
                 raise HubnessError(f"cannot read array {key!r} of {path!r} ({reason})") from None
         where = f"array {key!r} of {path!r}"
+        if not isinstance(array, np.ndarray):  # numpy hands a member that is not a .npy over as bytes
+            raise HubnessError(f"{path!r} holds {key!r}, which is not a .npy array; save the embeddings with "
+                               f"numpy.savez")
     else:
         if key is not None:
             raise HubnessError(f"--key {key!r} applies to .npz files, but {path!r} holds a single array; leave "
@@ -93,6 +113,53 @@ def read_embeddings(path: str, key: Optional[str] = None) -> np.ndarray:
         if first is not None:
             raise HubnessError(f"row {first} of {where} holds NaN or inf ({bad_rows} row(s) in all); drop or fix "
                                f"those rows first")
+    return engine_array(array, where, notes)
+
+
+def engine_array(array: np.ndarray, where: str, notes: Optional[list] = None) -> np.ndarray:
+    """``array`` (finite real numbers) in a dtype the engine takes, rounded no more than the float32 search
+    rounds it.
+
+    Native float16/32/64 and int8..int64/uint8 stay as they are (the engine rounds them to float32 once).
+    Other byte orders are swapped, and uint16/uint32 (and uint64 up to 2**63 - 1) become int32/int64, all
+    exactly. Larger uint64 values and extended precision are rounded straight to float32, one rounding as
+    for every other dtype (going through float64 would round twice); extended-precision values beyond
+    float32's range, or all below its normal range, are errors that say how to rescale, as float64 ones
+    are in the engine. Integers beyond 2**24 in magnitude, which float32 rounds, add a line to ``notes``.
+
+    Raises
+    ------
+    HubnessError
+        Extended-precision values that float32 cannot hold.
+    """
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype.kind in "iu" and array.size:
+        low, high = int(array.min()), int(array.max())
+        if max(-low, high) > _FLOAT32_EXACT_INT and notes is not None:
+            notes.append(f"{where} holds integers up to {max(-low, high)} in magnitude; the search runs in "
+                         f"float32, which holds integers exactly only up to 2**24 = {_FLOAT32_EXACT_INT}, so "
+                         f"larger ones are rounded to float32's 24 significant bits")
+        if array.dtype not in _ENGINE_DTYPES:
+            if high <= np.iinfo(np.int64).max:
+                array = array.astype(np.int32 if array.dtype.itemsize < 4 else np.int64)
+            else:
+                array = array.astype(np.float32)  # correctly rounded, as the engine's int64 -> float32
+    elif array.dtype not in _ENGINE_DTYPES:  # extended precision (np.longdouble)
+        with np.errstate(over="ignore", under="ignore"):
+            rounded = array.astype(np.float32)
+        largest = np.abs(array).max() if array.size else 0
+        mantissa, exponent = np.format_float_scientific(largest, precision=2, unique=False).split("e")
+        shown = f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"  # as '%.3g' writes it, beyond float64's range too
+        if not np.isfinite(rounded).all():
+            raise HubnessError(f"{where} has values up to {shown} in magnitude, beyond float32's range (3.4e+38), in "
+                               f"which the search runs; divide them by a power of ten first (neighbours do not "
+                               f"depend on scale)")
+        if largest != 0 and float(np.abs(rounded).max()) < np.finfo(np.float32).tiny:
+            raise HubnessError(f"{where} has values no larger than {shown} in magnitude, below float32's normal "
+                               f"range (1.2e-38), in which the search runs; multiply them by a power of ten first "
+                               f"(neighbours do not depend on scale)")
+        array = rounded
     return array
 
 
@@ -103,11 +170,31 @@ def check_k_rows(k: int, n: int, include_self: bool, where: str) -> None:
                            f"{max(1, n - 1)}" + ("" if n >= 2 else " and give at least 2 rows"))
 
 
-def write_npy(path: str, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file next to ``path``, renamed into place once complete."""
-    from .render import atomic_file
-    with atomic_file(path) as f:
-        np.save(f, array, allow_pickle=False)
+def write_npys(arrays: dict) -> None:
+    """Write each array of ``{path: array}`` as .npy: to temporary files next to them, renamed into place
+    together once all are complete, so that after an error (a full disk) none of the paths has changed."""
+    from .render import atomic_files
+    with atomic_files(list(arrays)) as temps:
+        for path, array in arrays.items():
+            tmp = temps[Path(path)]
+            try:
+                with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to the temporary name
+                    np.save(f, array, allow_pickle=False)
+            except OSError as exc:
+                if exc.filename is None:  # name the file, so that atomic_files reports the user's path
+                    raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
+                raise
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: equal once symbolic links are resolved (the last component need
+    not exist; its folder is resolved), or one existing file (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 @click.command(context_settings=dict(help_option_names=["-h", "--help"]))
@@ -126,7 +213,7 @@ def write_npy(path: str, array: np.ndarray) -> None:
                                               "cuda:LOCAL_RANK]")
 @click.option("--quiet", is_flag=True, default=False, help="No progress on stderr")
 def main(input_path, k, include_self, backend, output, neighbors_path, key, device, quiet):
-    """Hub values of the rows of INPUT (an (n, d) array in .npy, or in .npz with --key).
+    """Hub values of the rows of INPUT (an (n, d) array in .npy, or in .npz with --key), searched in float32.
 
     \b
     python -m extensions.hub_values clip.npy --k 5 --output m.npy --neighbors nn.npy
@@ -137,7 +224,11 @@ def main(input_path, k, include_self, backend, output, neighbors_path, key, devi
     leader = os.environ.get("RANK", "0").strip() in ("", "0")  # under torchrun, rank 0 alone reports input errors
     with one_line_errors("--output"):
         try:
-            if neighbors_path is not None and os.path.abspath(neighbors_path) == os.path.abspath(output):
+            for option, path in (("--output", output), ("--neighbors", neighbors_path)):
+                if path is not None and same_file(path, input_path):
+                    raise HubnessError(f"{option} {path!r} is the input file {input_path!r}; choose another "
+                                       f"{option} (the input would be overwritten)")
+            if neighbors_path is not None and same_file(neighbors_path, output):
                 raise HubnessError("--neighbors and --output name the same file; give two paths")
             for option, path in (("--output", output), ("--neighbors", neighbors_path)):
                 if path is None:
@@ -151,13 +242,21 @@ def main(input_path, k, include_self, backend, output, neighbors_path, key, devi
                 if not os.access(folder, os.W_OK):
                     raise HubnessError(f"{option} {path!r}: the folder {folder!r} is not writable; choose another "
                                        f"{option}")
-            array = read_embeddings(input_path, key)
+            notes = []
+            array = read_embeddings(input_path, key, notes)
             where = repr(input_path) if key is None else f"array {key!r} of {input_path!r}"
             check_k_rows(k, array.shape[0], include_self, where)
         except HubnessError:
             if not leader:  # every rank read the same file and found the same fault: rank 0 says it once
                 sys.exit(1)
             raise
+        if leader:
+            from .render import remove_stale_temps
+            for path in (output, neighbors_path):  # what runs killed while writing left there
+                if path is not None:
+                    remove_stale_temps(os.path.dirname(os.path.abspath(path)))
+            for note in notes:
+                click.echo(f"Note: {note}", err=True)
         _compute_and_write(array, k, include_self, backend, output, neighbors_path, device, quiet)
 
 
@@ -174,9 +273,14 @@ def _compute_and_write(array, k, include_self, backend, output, neighbors_path, 
                                   neighbors=neighbors_path is not None)
         if not proc.leader:
             return
-        write_npy(output, res.m)
-        if neighbors_path is not None:
-            write_npy(neighbors_path, res.neighbors)
+        arrays = {output: res.m} if neighbors_path is None else {output: res.m, neighbors_path: res.neighbors}
+        try:
+            write_npys(arrays)
+        except OSError as exc:
+            if neighbors_path is not None and exc.filename is not None and Path(exc.filename) == Path(neighbors_path):
+                from .stylegan.cli import os_error_message
+                raise HubnessError(os_error_message(exc, "--neighbors")) from exc
+            raise
     stats = hubness_stats(res.m, k)
     recall = "" if res.recall is None else f", recall {res.recall:.3f}"
     click.echo(f"wrote {output}: hub values of {len(res.m):,} rows (k = {k}{', self included' if include_self else ''}"

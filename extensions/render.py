@@ -110,6 +110,8 @@ def atomic_files(paths: Sequence):
             fd = os.open(tmp, os.O_RDONLY)
             try:
                 os.fsync(fd)
+            except OSError as exc:  # e.g. ENOSPC found at sync time: the file it concerns
+                raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
             finally:
                 os.close(fd)
         for path, tmp in temps.items():
