@@ -18,7 +18,8 @@ if __name__ == "__main__":  # Ctrl-C while the modules load (nothing written yet
 import click  # noqa: E402
 
 from extensions.digits import NETWORK_NAME  # noqa: E402
-from extensions.paths.video_cli import run, video_options  # noqa: E402
+from extensions.paths.video import MAX_SHUFFLE_SEED  # noqa: E402
+from extensions.paths.video_cli import VIDEO_CONTAINERS, run, video_options  # noqa: E402
 from extensions.stylegan.cli import GridType, SeedList  # noqa: E402
 
 
@@ -28,7 +29,8 @@ from extensions.stylegan.cli import GridType, SeedList  # noqa: E402
                    f"[default: {NETWORK_NAME}, the embedded digits generator]")
 @click.option("--seeds", type=SeedList(), required=True,
               help="List of random seeds (e.g. '0-31'): the keyframes, or the pool a hub sampler chooses from")
-@click.option("--shuffle-seed", type=int, default=None, help="Random seed to use for shuffling seed order")
+@click.option("--shuffle-seed", type=click.IntRange(0, MAX_SHUFFLE_SEED), default=None,
+              help="Random seed to use for shuffling seed order")
 @click.option("--grid", type=GridType(), default="1x1", show_default=True, metavar="WxH",
               help="Grid width/height, e.g. '4x3'")
 @click.option("--num-keyframes", type=int, default=None,
@@ -37,7 +39,8 @@ from extensions.stylegan.cli import GridType, SeedList  # noqa: E402
 @click.option("--w-frames", type=int, default=120, show_default=True,
               help="Number of frames to interpolate between latents")
 @click.option("--trunc", "truncation_psi", type=float, default=1, show_default=True, help="Truncation psi")
-@click.option("--output", type=str, default=None, metavar="FILE", help="Output .mp4 filename")
+@click.option("--output", type=str, default=None, metavar="FILE",
+              help=f"Output video filename ({', '.join(VIDEO_CONTAINERS)}: H.264, 60 fps); missing folders are made")
 @video_options
 def generate_video(**options):
     """Render a latent vector interpolation video, optionally through hub latents.

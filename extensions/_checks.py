@@ -31,8 +31,8 @@ def non_finite_pixels(network, where: str, *, truncation_psi: float = 1, moved: 
     the network is broken."""
     causes = []
     if truncation_psi != 1:
-        causes.append(f"--trunc {truncation_psi:g} may move the latents too far (use a psi of moderate size, e.g. "
-                      f"0.5 to 1)")
+        causes.append(f"--trunc {truncation_psi:g} may move the latents too far (use a truncation psi of moderate "
+                      f"size, e.g. 0.5 to 1)")
     if moved:
         causes.append("--translate/--rotate may be too large")
     broken = "the synthesis network is broken: check its weights or use another snapshot"

@@ -242,6 +242,7 @@ ERRORS = [
     (["--step-size", "-1"], "--step-size must be a finite number >= 0"),
     (["--step-size", "nan"], "--step-size must be a finite number >= 0"),
     (["--trunc", "inf"], "--trunc must be a finite number"),
+    (["--trunc", "1e38"], "truncation psi of moderate size"),
     (["--sampler", "hubness", "--t", "1000"], "hubness sampler found no latents among"),
     (["--network", "{generic}"], "traversals in W need a stylegan2 or stylegan3 generator"),
     (["--network", "{cond}"], "give a class label with --class"),

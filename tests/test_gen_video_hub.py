@@ -7,7 +7,12 @@ uint8 and tiled H rows x W columns) is written out in ``official_frames`` for th
 with STYLEGAN3_DIR set, the checkout's own ``gen_interp_video`` is run as well, its writer capturing frames.
 """
 
+import os
 import pickle
+import stat
+import subprocess
+import sys
+import time
 
 import numpy as np
 import PIL.Image
@@ -200,9 +205,10 @@ def test_mp4_decodes_with_every_frame(stylegan_runtime, tiny_network_pkl, tmp_pa
     (["--seeds", "5"], "at least 2 keyframes"),
     (["--seeds", "0-2", "--grid", "2x1"], "do not fill a 2x1 grid"),
     (["--num-keyframes", 1], "--num-keyframes must be at least 2"),
+    (["--num-keyframes", 99999999999], "99,999,999,999 keyframes, more than the 10,000,000 a video may have"),
+    (["--w-frames", 999999999], "3,999,999,996 frames, more than the 2,147,483,647 a video may have"),
     (["--interp", "cauchy"], "use --space z"),
     (["--interp", "bezier"], "'bezier' is not one of"),
-    (["--output", "{d}/missing/v.mp4"], "does not exist"),
     (["--output", "{d}"], "is a folder"),
     (["--strip", None, "--output", None], "nothing to write"),
     (["--sampler", "truncation"], "needs --trunc other than 1"),
@@ -518,13 +524,346 @@ def test_bad_discriminator_options_are_one_line(tiny_network_pkl, tmp_path, args
     assert list(d.iterdir()) == []
 
 
+def dead_pid():
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_temporary_files_of_a_killed_run_are_removed_by_the_next(tmp_path):
-    stale = [tmp_path / ".v.mp4.abc123.tmp.mp4", tmp_path / ".s.png.q9z.tmp.png"]
+    from extensions.render import TEMP_SUFFIX
+    pid = dead_pid()
+    stale = [tmp_path / f".v.mp4.{pid}-abc123{TEMP_SUFFIX}", tmp_path / f".s.png.{pid}-q9z{TEMP_SUFFIX}",
+             tmp_path / f".old.mp4.{pid}-x1{TEMP_SUFFIX}"]
     for p in stale:
         p.write_bytes(b"half")
+    live = tmp_path / f".v.mp4.{os.getpid()}-live{TEMP_SUFFIX}"  # a running process's: kept
+    live.write_bytes(b"being written")
     (tmp_path / ".other.tmp.mp4").write_bytes(b"not ours")
     res = cli("--seeds", "0-1", "--w-frames", 2, "--interp", "linear", "--output", tmp_path / "v.mp4",
               "--strip", tmp_path / "s.png")
     assert res.exit_code == 0, res.output
-    assert not any(p.exists() for p in stale) and (tmp_path / ".other.tmp.mp4").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp.mp4", "s.png", "v.mp4"]
+    assert not any(p.exists() for p in stale) and (tmp_path / ".other.tmp.mp4").read_bytes() == b"not ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".other.tmp.mp4", live.name, "s.png", "v.mp4"])
+    assert video_frames(tmp_path / "v.mp4") == 4
+
+
+# ------------------------------------------------------------------------------------------------------
+# Output files: containers, ffmpeg failures, one commit for the video and the strip, folders, same-file names.
+
+
+def video_frames(path):
+    """The frames imageio decodes from a video file (a complete, playable file), counted."""
+    import imageio
+    reader = imageio.get_reader(str(path))
+    try:
+        return sum(1 for _ in reader)
+    finally:
+        reader.close()
+
+
+def snapshot(folder):
+    """Every entry under ``folder``, hidden ones too: file bytes, link targets, folders."""
+    entries = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            key = os.path.relpath(path, folder)
+            if os.path.islink(path):
+                entries[key] = ("link", os.readlink(path))
+            elif os.path.isdir(path):
+                entries[key] = ("dir",)
+            else:
+                with open(path, "rb") as f:
+                    entries[key] = ("file", f.read())
+    return entries
+
+
+def filled_folder(tmp_path):
+    """A folder that holds an earlier run's video and strip and a file of the user's."""
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / "v.mp4").write_bytes(b"an earlier video")
+    (d / "s.png").write_bytes(b"an earlier strip")
+    (d / "notes.txt").write_text("the user's")
+    return d
+
+
+def last_line(res):
+    assert "Traceback" not in res.output, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, res.output
+    return res.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("name", ["v.mp4", "v.mov", "v.mkv", "V.MP4"])
+def test_accepted_containers_hold_every_frame(tiny_network_pkl, tmp_path, name):
+    d = filled_folder(tmp_path)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-1", "--w-frames", 3, "--output", d / name,
+              "--strip", d / "s.png")
+    assert res.exit_code == 0, res.output
+    assert f"wrote {str(d / name)!r} (6 frames)" in res.output
+    assert video_frames(d / name) == 6
+    assert png(d / "s.png").shape == (64 + 12, 6 * 64 + 5 * 2, 3)
+    names = {"notes.txt", "s.png", "v.mp4", name}  # V.MP4 is another file than the earlier v.mp4
+    assert {p.name for p in d.iterdir()} == names  # no temporary file left
+
+
+@pytest.mark.parametrize("name", ["x.webm", "x.png", "x.gif", "x.txt", "x.npy", "x.avi", "x"])
+def test_other_video_extensions_are_refused_up_front(tiny_network_pkl, tmp_path, name):
+    d = filled_folder(tmp_path)
+    before = snapshot(d)
+    out = d / name
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 2, "--output", out, "--strip",
+              d / "s.png")
+    assert res.exit_code == 1
+    what = f"a {out.suffix} file" if out.suffix else "a name without an extension"
+    assert last_line(res) == (f"Error: --output {str(out)!r}: {what} cannot hold the H.264 video this command "
+                              f"writes; give a name ending in .mp4, .mov or .mkv (e.g. --output video.mp4)")
+    assert "Loading networks" not in res.output  # refused before any work
+    assert snapshot(d) == before
+
+
+def test_strip_must_be_a_png(tiny_network_pkl, tmp_path):
+    d = filled_folder(tmp_path)
+    before = snapshot(d)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 2, "--strip", d / "s.jpg")
+    assert res.exit_code == 1
+    assert last_line(res) == (f"Error: --strip {str(d / 's.jpg')!r}: the contact sheet is a PNG image; give a name "
+                              f"ending in .png (e.g. --strip strip.png)")
+    assert snapshot(d) == before
+
+
+FAKE_FFMPEG = '''#!{python}
+import os, resource, subprocess, sys
+real, mode = {real!r}, {mode!r}
+args = sys.argv[1:]
+if "rawvideo" in args:  # the encoding call; reading the file back runs the real ffmpeg
+    if mode == "enospc":  # what a full disk ends in
+        sys.stderr.write("[out#0/mp4 @ 0x5581] Error writing trailer: No space left on device\\n")
+        sys.exit(228)
+    if mode == "fsize":  # a file size limit: writes fail (EFBIG) as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+    if mode == "truncate":  # exit 0 with a file cut short (no moov atom)
+        subprocess.call([real] + args)
+        os.truncate(args[-1][len("file:"):], 300)
+        sys.exit(0)
+    if mode == "drop":  # read every frame, encode only 3 of them, exit 0
+        frames = sys.stdin.buffer.read()
+        args[-1:-1] = ["-frames:v", "3"]
+        subprocess.run([real] + args, input=frames)
+        sys.exit(0)
+os.execv(real, [real] + args)
+'''
+
+
+def fake_ffmpeg(tmp_path, mode):
+    """An IMAGEIO_FFMPEG_EXE that fails the encoding call as ``mode`` says."""
+    import imageio_ffmpeg
+    exe = tmp_path / f"ffmpeg-{mode}"
+    exe.write_text(FAKE_FFMPEG.format(python=sys.executable, real=imageio_ffmpeg.get_ffmpeg_exe(), mode=mode))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return exe
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("enospc", "ffmpeg could not write the video {out!r}: Error writing trailer: No space left on device (exit "
+               "status 228); nothing was written: free space or fix permissions, or choose another --output"),
+    ("fsize", "ffmpeg could not write the video {out!r}: Error writing trailer: File too large (exit status 229); "
+              "nothing was written: free space or fix permissions, or choose another --output"),
+    ("truncate", "the video ffmpeg wrote for {out!r} cannot be read back: moov atom not found (exit status 183); "
+                 "nothing was written: free space or choose another --output"),
+    ("drop", "ffmpeg wrote 3 of 12 frames into {out!r}; nothing was written: check the disk and ffmpeg ({exe}), or "
+             "choose another --output"),
+])
+def test_failed_ffmpeg_is_one_line_and_leaves_the_folder_as_it_was(tiny_network_pkl, tmp_path, mode, reason):
+    d = filled_folder(tmp_path)
+    before = snapshot(d)
+    out, exe = d / "v.mp4", fake_ffmpeg(tmp_path, mode)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 3, "--output", out,
+              "--strip", d / "s.png", env={"IMAGEIO_FFMPEG_EXE": str(exe)})
+    assert res.exit_code == 1, res.output
+    assert last_line(res) == "Error: " + reason.format(out=str(out), exe=exe)
+    assert not any(line.startswith("wrote") for line in res.output.splitlines())
+    # neither the strip (complete before the video failed) nor the video: the earlier files, no temporary ones
+    assert snapshot(d) == before
+
+
+def test_write_video_reports_ffmpegs_error_and_counts_frames(tmp_path):
+    from extensions.paths.video_cli import VideoWriteError, count_video_frames, write_video
+    frames = [np.full((16, 16, 3), 40 * i, np.uint8) for i in range(5)]
+    with pytest.raises(VideoWriteError) as info:  # the real ffmpeg refuses H.264 in WebM
+        write_video(frames, tmp_path / "x.tmp", "webm", name="x.webm")
+    text = str(info.value)
+    assert text.startswith("ffmpeg could not write the video 'x.webm': Only VP8 or VP9") and "\n" not in text, text
+    assert write_video(iter(frames), tmp_path / "y.mkv", "matroska", num_frames=5) == 5
+    assert count_video_frames(tmp_path / "y.mkv") == 5 == video_frames(tmp_path / "y.mkv")
+    with pytest.raises(VideoWriteError, match="ffmpeg wrote 5 of 6 frames"):
+        write_video(frames, tmp_path / "z.mp4", "mp4", num_frames=6)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoWriteError, match="cannot be read back"):
+        count_video_frames(tmp_path / "empty.mp4")
+
+
+def test_a_failed_strip_leaves_no_video_and_names_the_strip(tiny_network_pkl, tmp_path, monkeypatch):
+    import errno
+    from extensions.paths import video_cli
+
+    class Full:
+        def save(self, path, format=None):
+            with open(path, "wb") as f:
+                f.write(b"half a png")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(video_cli, "to_pil", lambda sheet: Full())
+    d = filled_folder(tmp_path)
+    before = snapshot(d)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 2, "--output", d / "v.mp4",
+              "--strip", d / "s.png")
+    assert res.exit_code == 1
+    assert last_line(res) == (f"Error: cannot write {str(d / 's.png')!r}: No space left on device; free space or "
+                              f"fix permissions, or choose another --output")
+    assert snapshot(d) == before
+
+
+def test_video_goes_to_a_hidden_temporary_file_first(tiny_network_pkl, tmp_path, monkeypatch):
+    from extensions.paths import video_cli
+    from extensions.render import TEMP_SUFFIX
+    seen = []
+    original = video_cli.write_video
+
+    def write_video(frames, path, *args, **kwargs):
+        seen.append((path, sorted(p.name for p in path.parent.iterdir())))
+        return original(frames, path, *args, **kwargs)
+
+    monkeypatch.setattr(video_cli, "write_video", write_video)
+    out = tmp_path / "new" / "v.mp4"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-1", "--w-frames", 2, "--output", out)
+    assert res.exit_code == 0, res.output
+    (path, listing), = seen
+    assert path.parent == out.parent and path.name.startswith(".v.mp4.") and path.name.endswith(TEMP_SUFFIX)
+    assert listing == [path.name]  # the folder was made; the video is not there until it is complete
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v.mp4"] and video_frames(out) == 4
+
+
+def test_missing_folders_are_made_and_removed_again_on_failure(tiny_network_pkl, tmp_path):
+    out, strip = tmp_path / "a" / "b" / "v.mp4", tmp_path / "a" / "c" / "s.png"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 2, "--output", out, "--strip", strip)
+    assert res.exit_code == 0, res.output
+    assert video_frames(out) == 8 and png(strip).shape[0] == 64 + 12
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v.mp4"]
+    bad = tmp_path / "x" / "y" / "v.mp4"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 2, "--output", bad, "--strip",
+              tmp_path / "x" / "s.png", env={"IMAGEIO_FFMPEG_EXE": str(fake_ffmpeg(tmp_path, "enospc"))})
+    assert res.exit_code == 1 and "No space left on device" in last_line(res)
+    assert not (tmp_path / "x").exists()
+    (tmp_path / "file").write_text("not a folder")
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--output", tmp_path / "file" / "sub" / "v.mp4")
+    assert res.exit_code == 1
+    assert last_line(res) == (f"Error: --output {str(tmp_path / 'file' / 'sub' / 'v.mp4')!r}: "
+                              f"{str(tmp_path / 'file')!r} is a file, not a folder; choose another path")
+    assert (tmp_path / "file").read_text() == "not a folder" and not (tmp_path / "file.mp4").exists()
+
+
+@pytest.mark.parametrize("case", ["same path", "folder link", "dangling link", "hard link"])
+def test_video_and_strip_naming_one_file_are_refused(tiny_network_pkl, tmp_path, case):
+    d = filled_folder(tmp_path)
+    output, strip = d / "x.mp4", d / "x.mp4"
+    if case == "folder link":
+        (d / "alias").symlink_to(d)
+        strip = d / "alias" / "x.mp4"
+    elif case == "dangling link":  # the video does not exist yet
+        (d / "link.png").symlink_to("x.mp4")
+        strip = d / "link.png"
+    elif case == "hard link":
+        output.write_bytes(b"an earlier video")
+        os.link(output, d / "hard.png")
+        strip = d / "hard.png"
+    before = snapshot(d)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 2, "--output", output, "--strip", strip)
+    assert res.exit_code == 1
+    assert last_line(res) == (f"Error: --output {str(output)!r} and --strip {str(strip)!r} name the same file; give "
+                              f"the video and the contact sheet different names (e.g. --output video.mp4 --strip "
+                              f"strip.png)")
+    assert snapshot(d) == before
+
+
+@pytest.mark.parametrize("value", ["-1", "99999999999", "4294967296"])
+def test_shuffle_seed_out_of_range_is_a_usage_error(tiny_network_pkl, tmp_path, value):
+    d = filled_folder(tmp_path)
+    before = snapshot(d)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--output", d / "v.mp4", "--shuffle-seed", value)
+    assert res.exit_code == 2
+    assert last_line(res) == f"Error: Invalid value for '--shuffle-seed': {value} is not in the range 0<=x<=4294967295."
+    assert snapshot(d) == before
+
+
+def test_largest_shuffle_seed_runs_and_the_library_refuses_others(tiny_network_pkl, tmp_path):
+    from extensions._checks import HubnessError
+    from extensions.paths.video import keyframe_seeds
+    from extensions.paths.video_cli import render_video
+    strip = tmp_path / "s.png"
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 2, "--strip", strip,
+              "--shuffle-seed", 4294967295)
+    assert res.exit_code == 0, res.output
+    expected = np.arange(4)
+    np.random.RandomState(4294967295).shuffle(expected)
+    assert keyframe_seeds(range(4), shuffle_seed=4294967295).tolist() == expected.tolist()
+    for bad in (-1, 2**32, 1.5, True):
+        with pytest.raises(HubnessError, match=r"--shuffle-seed must be an integer in 0\.\.4294967295"):
+            keyframe_seeds(range(4), shuffle_seed=bad)
+    # the patched gen_video.py's --shuffle-seed is a plain int: refused before the network loads
+    with pytest.raises(HubnessError, match=r"--shuffle-seed must be an integer in 0\.\.4294967295 \(numpy "
+                                           r"RandomState\), got -1"):
+        render_video("no-such-network.pkl", [0, 1, 2, 3], -1, (1, 1), None, 2, 1.0, None, None, "cubic", None,
+                     str(tmp_path / "t.png"), 8, None, "random", "cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.png"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("1e300", "--trunc 1e+300 overflows the network's float32 arithmetic; use a truncation psi of moderate size "
+              "(e.g. 0.5 to 1)"),
+    ("-1e39", "--trunc -1e+39 overflows the network's float32 arithmetic; use a truncation psi of moderate size "
+              "(e.g. 0.5 to 1)"),
+    ("inf", "--trunc must be a finite number, got inf"),
+    ("-inf", "--trunc must be a finite number, got -inf"),
+    ("nan", "--trunc must be a finite number, got nan"),
+])
+def test_bad_trunc_is_one_line(tiny_network_pkl, tmp_path, value, message):
+    d = filled_folder(tmp_path)
+    before = snapshot(d)
+    res = cli("--network", tiny_network_pkl, "--seeds", "0-3", "--w-frames", 2, "--output", d / "v.mp4",
+              "--strip", d / "s.png", "--trunc", value)
+    assert res.exit_code == 1
+    assert last_line(res) == f"Error: {message}"
+    assert snapshot(d) == before
+
+
+def test_a_killed_run_leaves_complete_files_and_the_next_cleans_up(tmp_path):
+    from extensions.render import TEMP_SUFFIX
+    out, strip = tmp_path / "v.mp4", tmp_path / "s.png"
+    (tmp_path / "keep.txt").write_text("the user's")
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--seeds", "0-3", "--w-frames", "5000", "--device", "cpu",
+                             "--output", str(out), "--strip", str(strip)],
+                            cwd=tiny_networks.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        temps = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            temps = [p for p in tmp_path.iterdir() if p.name.startswith(".v.mp4.") and p.stat().st_size > 0]
+            if temps:  # ffmpeg is writing the video
+                break
+            time.sleep(0.05)
+        assert temps, "the run never started writing its video"
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "v.mp4" not in names and "s.png" not in names and "keep.txt" in names
+    assert all(n.endswith(TEMP_SUFFIX) for n in names if n != "keep.txt")
+    res = cli("--seeds", "0-1", "--w-frames", 2, "--output", out, "--strip", strip)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "s.png", "v.mp4"]
+    assert video_frames(out) == 4

@@ -55,6 +55,23 @@ SPLINE_METHODS = ("cubic", "linear")
 VIDEO_METHODS = SPLINE_METHODS + ("slerp", "normalized", "cauchy", "spherical-cauchy", "discriminator")
 #: Keyframe repeats on each side of the spline's x range (gen_video.py's ``wraps``).
 WRAPS = 2
+#: The largest ``shuffle_seed`` (numpy's RandomState takes 0..2**32 - 1).
+MAX_SHUFFLE_SEED = 2**32 - 1
+#: Keyframes (of all cells together) one video may have: as many seeds as one command line may name.
+MAX_KEYFRAMES = 10_000_000
+#: Frames one video may have (an mp4 counts its frames in 32 bits; at 60 fps, over a year).
+MAX_FRAMES = 2**31 - 1
+
+
+def check_video_size(num_keyframes: int, cells: int, w_frames: int) -> None:
+    """Refuse more keyframes than :data:`MAX_KEYFRAMES` and more frames than :data:`MAX_FRAMES` (before anything
+    is allocated for them)."""
+    if num_keyframes * cells > MAX_KEYFRAMES:
+        raise HubnessError(f"--num-keyframes {num_keyframes} x {cells} grid cells is {num_keyframes * cells:,} "
+                           f"keyframes, more than the {MAX_KEYFRAMES:,} a video may have; lower --num-keyframes")
+    if num_keyframes * w_frames > MAX_FRAMES:
+        raise HubnessError(f"{num_keyframes} keyframes x --w-frames {w_frames} is {num_keyframes * w_frames:,} frames, "
+                           f"more than the {MAX_FRAMES:,} a video may have; lower --w-frames or --num-keyframes")
 
 
 def keyframe_seeds(seeds: Sequence[int], grid: tuple = (1, 1), num_keyframes: Optional[int] = None,
@@ -68,7 +85,8 @@ def keyframe_seeds(seeds: Sequence[int], grid: tuple = (1, 1), num_keyframes: Op
     Raises
     ------
     HubnessError
-        Empty or out-of-range seeds, a bad grid, seeds that do not fill the grid, fewer than 2 keyframes.
+        Empty or out-of-range seeds, a bad grid, seeds that do not fill the grid, fewer than 2 keyframes or more
+        than :data:`MAX_KEYFRAMES`, a shuffle seed outside 0..2**32 - 1.
     """
     seeds = np.asarray(list(seeds), dtype=np.int64).reshape(-1)
     if seeds.size == 0:
@@ -85,6 +103,11 @@ def keyframe_seeds(seeds: Sequence[int], grid: tuple = (1, 1), num_keyframes: Op
     if isinstance(num_keyframes, bool) or not isinstance(num_keyframes, (int, np.integer)) or num_keyframes < 2:
         raise HubnessError(f"a video needs at least 2 keyframes per cell, got {num_keyframes!r}; give more seeds "
                            f"(at least {2 * cells} for a {grid_w}x{grid_h} grid) or set --num-keyframes 2 or more")
+    check_video_size(int(num_keyframes), cells, 1)
+    if shuffle_seed is not None and (isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, (int, np.integer))
+                                     or not 0 <= shuffle_seed <= MAX_SHUFFLE_SEED):
+        raise HubnessError(f"--shuffle-seed must be an integer in 0..{MAX_SHUFFLE_SEED} (numpy RandomState), got "
+                           f"{shuffle_seed!r}")
     all_seeds = seeds[np.arange(int(num_keyframes) * cells) % len(seeds)]
     if shuffle_seed is not None:
         np.random.RandomState(seed=shuffle_seed).shuffle(all_seeds)
@@ -347,8 +370,9 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
     Raises
     ------
     HubnessError
-        Bad seeds, grid, keyframe count, ``w_frames``, method or space; 'discriminator' without a
-        discriminator, or with a bad strength or iteration count; a conditional generator without labels.
+        Bad seeds, grid, keyframe count, ``w_frames``, method or space, more than :data:`MAX_FRAMES` frames;
+        'discriminator' without a discriminator, or with a bad strength or iteration count; a conditional
+        generator without labels.
     NonFiniteError
         When the mapping sends a keyframe to NaN or inf (naming the network and the seeds).
     """
@@ -368,6 +392,7 @@ def plan_video(G: torch.nn.Module, seeds: Sequence[int], *, network: str = "netw
     grid = _grid(grid)
     all_seeds = keyframe_seeds(seeds, grid, num_keyframes, shuffle_seed)
     num_keyframes = len(all_seeds) // (grid[0] * grid[1])
+    check_video_size(num_keyframes, grid[0] * grid[1], int(w_frames))
     if device is None:
         params = list(G.parameters()) + list(G.buffers())
         device = params[0].device if params else torch.device("cpu")
