@@ -12,7 +12,6 @@ if __name__ == "__main__":  # Ctrl-C while the modules load (nothing written yet
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))  # an exception could abort a C import
 
 import logging  # noqa: E402
-import math  # noqa: E402
 
 import click  # noqa: E402
 
@@ -20,7 +19,11 @@ from extensions._checks import HubnessError, resolve_device  # noqa: E402
 from extensions.stylegan.cli import one_line_errors  # noqa: E402
 from extensions.comparison import DigitsJudge, compare_samplers  # noqa: E402
 from extensions.digits import NETWORK_NAME, is_embedded, load_any_network  # noqa: E402
-from extensions.report import GridShape, check_outdir, figure_options  # noqa: E402
+from extensions.report import (GridShape, check_options,  # noqa: E402
+                               figure_options)
+
+#: How error messages name the library's parameters: by this command's options.
+OPTIONS = {"pool_size": "--pool-size", "seed": "--seed", "k": "--k", "t": "--t", "t_lq": "--t-lq", "psi": "--trunc"}
 
 
 @click.command()
@@ -50,22 +53,18 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, include_se
     cols, rows = grid
     with one_line_errors():
         # Checked before any work: a wrong option fails in a second, not after the pool is mapped.
-        check_outdir(outdir)
+        check_options(outdir, seed=seed, pool_size=pool_size, k=k, t=t, t_lq=t_lq, psi=psi, names=OPTIONS)
         if cols * rows > pool_size:
             raise HubnessError(f"--grid {cols}x{rows} needs {cols * rows} latents, but --pool-size is {pool_size}; "
                                f"raise --pool-size or shrink --grid")
-        for option, value in (("--trunc", psi), ("--t", t), ("--t-lq", t_lq)):
-            if not math.isfinite(value):
-                raise HubnessError(f"{option} {value} is not a finite number")
-        if k >= pool_size:
-            raise HubnessError(f"--k {k} needs a pool of more than {k} latents, but --pool-size is {pool_size}")
         device = resolve_device(device)
         G = load_any_network(network_pkl, stylegan3=stylegan3, device=device)
         title = NETWORK_NAME if is_embedded(network_pkl) else str(network_pkl).rstrip("/").rsplit("/", 1)[-1]
         judge = DigitsJudge(device=device) if is_embedded(network_pkl) else None
         result = compare_samplers(G, outdir, pool_size=pool_size, seed=seed, k=k, t=t, t_lq=t_lq, psi=psi, grid=grid,
                                   include_self=include_self, space=space, judge=judge, device=device, title=title,
-                                  progress=True)
+                                  progress=True, network=title if is_embedded(network_pkl) else str(network_pkl),
+                                  names=OPTIONS)
     for panel in result.panels:
         shown = panel.m[:len(panel.images)]
         scores = ", ".join(f"{key} {value:.3f}" for key, value in panel.scores.items())

@@ -16,7 +16,11 @@ import click  # noqa: E402
 from extensions._checks import HubnessError, resolve_device  # noqa: E402
 from extensions.stylegan.cli import one_line_errors  # noqa: E402
 from extensions.digits import NETWORK_NAME, is_embedded, load_any_network  # noqa: E402
-from extensions.report import GridShape, check_outdir, figure_options, hubness_report  # noqa: E402
+from extensions.report import (GridShape, check_options,  # noqa: E402
+                               figure_options, hubness_report)
+
+#: How error messages name the library's parameters: by this command's options.
+OPTIONS = {"pool_size": "--pool-size", "seed": "--seed", "k": "--k", "t": "--t", "t_lq": "--t-lq", "psi": "--psi"}
 
 
 @click.command()
@@ -51,7 +55,7 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, class_idx,
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     with one_line_errors():
         # Checked before the network loads: a wrong option fails in a second, not after minutes of work.
-        check_outdir(outdir)
+        check_options(outdir, seed=seed, pool_size=pool_size, k=k, t=t, t_lq=t_lq, psi=psi, names=OPTIONS)
         device = resolve_device(device)
         G = load_any_network(network_pkl, stylegan3=stylegan3, device=device)
         if hasattr(G, "bind_class") and G.c_dim:  # the figures take unconditional generators: fix the class
@@ -65,7 +69,8 @@ def main(network_pkl, outdir, pool_size, seed, k, t, t_lq, psi, grid, class_idx,
         if getattr(G, "class_idx", None) is not None:
             title += f" class {G.class_idx}"
         report = hubness_report(G, outdir, pool_size=pool_size, k=k, t=t, t_lq=t_lq, psi=psi, seed=seed, grid=grid,
-                                include_self=include_self, space=space, device=device, title=title, progress=True)
+                                include_self=include_self, space=space, device=device, title=title, progress=True,
+                                network=title if is_embedded(network_pkl) else str(network_pkl), names=OPTIONS)
     stats = report.summary["stats"]
     click.echo(f"{title}: pool of {pool_size} in {report.summary['space'].upper()} space, k = {k}: max m = "
                f"{stats['max']}, skewness {stats['skewness']:.2f}, {report.summary['hubs']['label']}: "

@@ -24,6 +24,22 @@ class NonFiniteError(HubnessError):
         self.seed = seed
 
 
+def check_truncation_psi(psi, option: str = "--trunc") -> float:
+    """A truncation psi as a float: a finite number within float32 (the network's arithmetic)."""
+    if isinstance(psi, bool):
+        raise HubnessError(f"{option} must be a number, got {psi!r}")
+    try:
+        psi = float(psi)
+    except (TypeError, ValueError, OverflowError):
+        raise HubnessError(f"{option} must be a number, got {psi!r}") from None
+    if not math.isfinite(psi):
+        raise HubnessError(f"{option} must be a finite number, got {psi}")
+    if abs(psi) > float(np.finfo(np.float32).max):
+        raise HubnessError(f"{option} {psi:g} overflows the network's float32 arithmetic; use a truncation psi of "
+                           f"moderate size (e.g. 0.5 to 1)")
+    return psi
+
+
 def non_finite_pixels(network, where: str, *, truncation_psi: float = 1, moved: bool = False, seed=None,
                       after: str = " (nothing was written)") -> NonFiniteError:
     """The error for NaN or inf pixels ``where`` (e.g. "for seed 3") of ``network`` (its name, or None): the

@@ -14,7 +14,6 @@ one (any network pickle) the titles give the number of latents and their hub val
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
@@ -23,11 +22,13 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ._checks import HubnessError, check_k, check_count, check_threshold, resolve_device
+from ._checks import HubnessError, NonFiniteError, check_count, check_threshold, resolve_device
 from .hubness import compute_hubness, hubness_stats
 from .pools import SeedPools
-from .render import atomic_file, image_grid, to_uint8
-from .report import Progress, _pyplot, _show, check_grid, check_outdir, figure_adapter, render_latents
+from .render import image_grid, remove_stale_temps, to_uint8
+from .report import (FLOAT32_MAX, Progress, _name, _pyplot, _show, check_grid, check_k_for_pool, check_mean_latent,
+                     check_outdir, check_pool_fits, check_pool_seeds, check_psi, check_seed, commit_files,
+                     figure_adapter, figure_png, json_bytes, render_latents)
 from .samplers import make_sampler
 from .selection import select_low_quality, select_threshold
 
@@ -181,7 +182,7 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
                      t: float = 50, t_lq: float = 1, psi: float = 0.7, grid: Union[str, Sequence[int]] = (8, 8),
                      include_self: bool = False, space: Optional[str] = None, noise_mode: str = "const",
                      judge: Optional[DigitsJudge] = None, device=None, title: str = "", batch: int = 256,
-                     progress: bool = False) -> Comparison:
+                     progress: bool = False, network: str = "", names: Optional[dict] = None) -> Comparison:
     """Write :data:`FIGURE` (the samplers side by side) and :data:`NUMBERS` into ``outdir``.
 
     Parameters
@@ -190,7 +191,9 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
         Unconditional StyleGAN generator, or any module with ``z_dim`` and ``G(z, c)`` (no truncation
         panel: it has no mean latent).
     outdir : str or Path
-        Created when the figure is ready.
+        Created when the figure is ready. :data:`FIGURE` and :data:`NUMBERS` are committed together
+        (:func:`extensions.report.commit_files`): a failed or interrupted run leaves the folder as it was;
+        temporary files that killed runs left in it are removed.
     pool_size, seed : int
         The pool: seeds ``seed .. seed + pool_size - 1``.
     k : int
@@ -218,6 +221,10 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
         Images per synthesis call.
     progress : bool
         tqdm bars on stderr (mapping, k-NN, synthesis).
+    network : str
+        The network's name or path in error messages (default: ``title``).
+    names : dict, optional
+        How error messages call the parameters, e.g. ``{'pool_size': '--pool-size', 'psi': '--trunc'}``.
 
     Returns
     -------
@@ -227,24 +234,34 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
     ------
     HubnessError
         Bad input, or a threshold that fewer than ``cols x rows`` latents of the pool meet (the message
-        names the threshold that would do); raised before any file is written.
+        names the threshold that would do); raised before any file is written. A psi that moves latents to
+        NaN or inf.
+    NonFiniteError
+        A network whose mean latent or images hold NaN or inf; nothing is written.
     """
     from .stylegan.adapter import StyleGANAdapter
 
-    pool_size = check_count(pool_size, "pool_size")
+    pool_size = check_count(pool_size, _name(names, "pool_size"))
+    seed = check_seed(seed, names)
+    check_pool_seeds(seed, pool_size, names)
     cols, rows = check_grid(grid)
     num = cols * rows
-    k = check_k(k, pool_size)
-    t, t_lq = check_threshold(t), check_threshold(t_lq, "t_lq")
+    k = check_k_for_pool(k, pool_size, names)
+    t, t_lq = check_threshold(t, _name(names, "t")), check_threshold(t_lq, _name(names, "t_lq"))
     batch = check_count(batch, "batch")
-    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not np.isfinite(psi):
-        raise HubnessError(f"psi must be a finite number, got {psi!r}")
+    psi = check_psi(psi, names)
+    psi_opt = _name(names, "psi")
     if num > pool_size:
         raise HubnessError(f"a grid of {cols}x{rows} needs {num} latents, but the pool holds {pool_size}; "
                            f"raise pool_size or shrink the grid")
     outdir = check_outdir(outdir)
+    if outdir.is_dir():
+        remove_stale_temps(outdir)  # what runs killed here before left
     plt = _pyplot()
     adapter, space, device = figure_adapter(G, device, space, "comparison")
+    truncating = isinstance(adapter, StyleGANAdapter)
+    mean = check_mean_latent(adapter, space, network or title) if truncating else None
+    check_pool_fits(pool_size, adapter.z_dim, adapter.z_dim if mean is None else len(mean), device, names)
 
     bars = Progress(progress)
     try:
@@ -260,12 +277,17 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
         stream = _OnePool(pool)
         for name, params, label in (("random", {}, "random"),
                                     ("truncation", dict(psi=psi), f"truncation, psi = {psi:g}")):
-            if name == "truncation" and not isinstance(adapter, StyleGANAdapter):
+            if name == "truncation" and not truncating:
                 log.info("no truncation panel: this %s generator has no mean latent", adapter.kind)
                 continue
             if name == "truncation":
-                params["mean"] = adapter.mean_latent(space)
+                params["mean"] = mean
             sel = make_sampler(name, **params).sample(stream, None)
+            if name == "truncation" and not bool(torch.isfinite(sel.latents).all()):
+                spread = float((pool.latents.double() - mean.to(pool.latents.device, torch.float64)).abs().max())
+                raise HubnessError(f"{psi_opt} {psi:g} moves truncated latents beyond float32's range (for this "
+                                   f"pool, any psi above about {FLOAT32_MAX / max(spread, 1e-30):.3g} in magnitude "
+                                   f"does); use a truncation psi of moderate size (e.g. 0.5 to 1)")
             choices.append((label, sel.sampler, sel.latents, np.array([position[int(s)] for s in sel.seeds])))
         hub_params = dict(k=k, include_self=include_self, backend="exact")
         for name, chosen, label, params in (
@@ -291,8 +313,16 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
                 shown, feats = [], []
                 for s in range(0, count, batch):
                     part = slice(s, min(s + batch, count))
-                    images = render_latents(adapter, latents[part], space, noise_mode, batch=batch, bar=bar,
-                                            seeds=pool.seeds[idx[part]])
+                    try:
+                        images = render_latents(adapter, latents[part], space, noise_mode, batch=batch, bar=bar,
+                                                seeds=pool.seeds[idx[part]])
+                    except NonFiniteError as exc:
+                        if described.get("sampler") != "truncation":
+                            raise
+                        # The random panel rendered these seeds untruncated: psi is to blame.
+                        raise HubnessError(f"{psi_opt} {psi:g} makes the generator produce NaN or inf (first seed "
+                                           f"{exc.seed}); use a truncation psi of moderate size (e.g. 0.5 to 1)") \
+                            from exc
                     if s < num:
                         shown.append(images[:num - s])
                     if judge is not None:
@@ -326,12 +356,13 @@ def compare_samplers(G: torch.nn.Module, outdir, *, pool_size: int = 10000, seed
     summary = dict(network=title, space=space, pool_size=pool_size, seed=seed, k=k, include_self=include_self,
                    t=t, t_lq=t_lq, psi=psi, grid=[cols, rows], max_m=int(stats.max),
                    judge=None if judge is None else type(judge).__name__, panels=[p.as_dict() for p in panels])
-    outdir.mkdir(parents=True, exist_ok=True)
-    files = dict(figure=outdir / FIGURE, numbers=outdir / NUMBERS)
-    with atomic_file(files["figure"]) as f:
-        fig.savefig(f, format="png", dpi=DPI)
-    plt.close(fig)
-    with atomic_file(files["numbers"], "w") as f:
-        json.dump(summary, f, indent=2)
+    try:
+        numbers = json_bytes(summary, NUMBERS)
+    except BaseException:
+        plt.close(fig)
+        raise
+    # One commit: the figure and its numbers replace an earlier comparison together.
+    written = commit_files(outdir, {FIGURE: figure_png(fig, dpi=DPI), NUMBERS: numbers})
+    files = dict(figure=written[FIGURE], numbers=written[NUMBERS])
     log.info("sampler comparison written to %s", files["figure"])
     return Comparison(panels, files, summary)

@@ -95,11 +95,12 @@ def atomic_files(paths: Sequence):
     """Temporary files next to each of ``paths``, renamed into place together when the block succeeds.
 
     Yields a dict path -> temporary path for the block to write (by name: matplotlib, numpy, ffmpeg). On an
-    error none of ``paths`` changes and the temporary files are removed; only the final renames (one per
-    file) can be cut short by a kill, which leaves complete files.
+    error none of ``paths`` changes and the temporary files are removed: a rename that fails (a folder in
+    the way) puts back the files renamed before it, from hard links kept until the end. Only a kill during
+    the renames (one per file) can leave some paths new and others old, all of them complete.
     """
     paths = [Path(p) for p in paths]
-    temps = {}
+    temps, renamed = {}, []  # renamed: (path, hard link to the file it replaced or None, whether one existed)
     try:
         for path in paths:
             fd, tmp = _temp_beside(path)
@@ -115,8 +116,32 @@ def atomic_files(paths: Sequence):
             finally:
                 os.close(fd)
         for path, tmp in temps.items():
-            os.replace(tmp, path)
+            backup, existed = None, os.path.lexists(path)
+            if path.is_file() and not path.is_symlink():
+                fd, backup = _temp_beside(path)
+                os.close(fd)
+                try:
+                    os.unlink(backup)
+                    os.link(path, backup)
+                except OSError:  # no hard links here: this file cannot be put back
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(backup)
+                    backup = None
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if backup is not None:
+                    os.unlink(backup)
+                raise
+            renamed.append((path, backup, existed))
     except BaseException as exc:
+        for path, backup, existed in reversed(renamed):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, path)
+                elif not existed:
+                    os.unlink(path)
+        renamed = []
         for tmp in temps.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -125,6 +150,11 @@ def atomic_files(paths: Sequence):
                 if exc.filename == str(tmp):
                     raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+    finally:
+        for _, backup, _ in renamed:
+            if backup is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(backup)
 
 
 @contextlib.contextmanager

@@ -17,9 +17,12 @@ largest hub values for the "hubs" of Fig. 3 and Fig. 9, and the figure titles sa
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import math
 import os
+import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +32,10 @@ import click
 import numpy as np
 import torch
 
-from ._checks import HubnessError, NonFiniteError, check_count, check_threshold, resolve_device
+from ._checks import HubnessError, NonFiniteError, check_count, check_threshold, check_truncation_psi, resolve_device
 from .hubness import compute_hubness, hubness_stats
-from .pools import SeedPools
-from .render import atomic_file, image_grid, to_uint8
+from .pools import MAX_SEED, SeedPools, check_pool_memory
+from .render import atomic_files, created_folder, image_grid, remove_stale_temps, to_uint8
 from .selection import hubness_spectrum, select_low_quality, select_threshold
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,202 @@ def check_outdir(outdir) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise HubnessError(f"outdir {str(outdir)!r}: {str(existing)!r} is not writable; choose another outdir")
     return outdir
+
+
+#: Largest float32: latents, images and the network's arithmetic are float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _name(names: Optional[dict], param: str) -> str:
+    """How errors call parameter ``param``: its CLI option (``names``, e.g. {'psi': '--psi'}) or its own name."""
+    return (names or {}).get(param, param)
+
+
+def check_seed(seed, names: Optional[dict] = None) -> int:
+    """``seed`` (the first seed of a pool) as an int >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise HubnessError(f"{_name(names, 'seed')} must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+def check_pool_seeds(seed, pool_size, names: Optional[dict] = None) -> None:
+    """The seeds ``seed .. seed + pool_size - 1`` of a pool must lie in numpy's range [0, 2**32).
+
+    Raises
+    ------
+    HubnessError
+        Naming the option at fault (``names``: parameter -> CLI option) and the values that work.
+    """
+    seed_opt, pool_opt = _name(names, "seed"), _name(names, "pool_size")
+    limit = MAX_SEED + 1  # 2**32
+    if seed > MAX_SEED:
+        raise HubnessError(f"{seed_opt} {seed} is out of range: seeds lie in 0..{MAX_SEED} (below 2**32); "
+                           f"use a smaller {seed_opt}")
+    if seed + pool_size > limit:
+        if pool_size > limit:
+            raise HubnessError(f"{pool_opt} {pool_size} is too large: the seeds of a pool must stay below 2**32; use "
+                               f"{pool_opt} {limit - seed} or less (with {seed_opt} {seed})")
+        raise HubnessError(f"{seed_opt} {seed} is too large for {pool_opt} {pool_size}: the pool's seeds "
+                           f"{seed}..{seed + pool_size - 1} must stay below 2**32; use {seed_opt} "
+                           f"{limit - pool_size} or less, or a smaller {pool_opt}")
+
+
+def check_k_for_pool(k, pool_size, names: Optional[dict] = None) -> int:
+    """``k`` must be an integer with 1 <= k < pool_size (a latent's neighbours are the other latents)."""
+    k_opt, pool_opt = _name(names, "k"), _name(names, "pool_size")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise HubnessError(f"{k_opt} must be a positive integer, got {k!r}")
+    if k >= pool_size:
+        raise HubnessError(f"{k_opt} {k} must be below {pool_opt} {pool_size}: each latent's {k} nearest "
+                           f"neighbours come from the other latents of the pool; lower {k_opt} or raise {pool_opt}")
+    return int(k)
+
+
+def check_psi(psi, names: Optional[dict] = None) -> float:
+    """A truncation psi: a finite number that float32 arithmetic can hold."""
+    return check_truncation_psi(psi, _name(names, "psi"))
+
+
+def check_options(outdir, *, seed, pool_size, k, t, t_lq, psi, names: Optional[dict] = None) -> None:
+    """The checks a figure command runs before it loads the network (a wrong option fails in a second, not
+    after the pool is mapped): the output folder, finite thresholds, the pool's seed range, k and psi."""
+    check_outdir(outdir)
+    for param, value in (("psi", psi), ("t", t), ("t_lq", t_lq)):
+        if not math.isfinite(value):
+            raise HubnessError(f"{_name(names, param)} {value} is not a finite number")
+    check_pool_seeds(seed, pool_size, names)
+    check_k_for_pool(k, pool_size, names)
+    check_psi(psi, names)
+
+
+def check_mean_latent(adapter, space: str, network: str = "") -> torch.Tensor:
+    """The generator's mean latent in ``space`` (float32, shape (d,)): ``G.mapping.w_avg`` in W, the origin in Z
+    (or what the generator truncates towards); it must be finite.
+
+    Raises
+    ------
+    NonFiniteError
+        When it holds NaN or inf (a broken network: ``G.mapping.w_avg``), naming ``network``.
+    """
+    try:
+        mean = adapter.mean_latent(space)
+    except HubnessError:
+        if space != "z":
+            raise
+        mean = torch.zeros(adapter.z_dim)  # a generator without a mapping network: the origin of Z
+    mean = mean.detach().to(torch.float32)
+    if not bool(torch.isfinite(mean).all()):
+        who = f"network {network!r}" if network else "the network"
+        raise NonFiniteError(f"{who} has NaN or inf in its mean latent (w_avg), from which distances and truncation "
+                             f"are measured; the network is broken: check its weights or use another snapshot")
+    return mean
+
+
+def check_pool_fits(pool_size: int, z_dim: int, d: int, device, names: Optional[dict] = None) -> None:
+    """Refuse a pool (and its k-NN search) that would take more than half the memory available, before
+    drawing it."""
+    check_pool_memory(pool_size, z_dim, d, hub=True, device=device, option=_name(names, "pool_size"))
+
+
+def non_finite_entry(value, where: str = ""):
+    """(path, value) of the first number in nested dicts/lists ``value`` that is NaN or inf, else None."""
+    if isinstance(value, dict):
+        items = ((f"{where}[{key!r}]", v) for key, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+            return where, value
+        return None
+    for path, v in items:
+        found = non_finite_entry(v, path)
+        if found is not None:
+            return found
+    return None
+
+
+def json_bytes(summary: dict, name: str) -> bytes:
+    """``summary`` as indented JSON; NaN or inf anywhere in it is a :class:`NonFiniteError` naming the entry."""
+    found = non_finite_entry(summary)
+    if found is not None:
+        raise NonFiniteError(f"{name} would hold {found[1]} in {found[0]}, not a finite number; nothing was written")
+    return json.dumps(summary, indent=2, allow_nan=False).encode("utf-8")
+
+
+def figure_png(fig, **savefig) -> bytes:
+    """``fig`` as PNG bytes (in memory: nothing reaches the output folder before the commit); closes it."""
+    plt = _pyplot()
+    try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", **savefig)
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
+
+
+class _deferred_signals:
+    """Ctrl-C and SIGTERM inside the block wait until it ends, then act as they would have (in the main thread;
+    elsewhere the block runs unprotected): a commit of several files is not cut short between two renames."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self._saved, self._pending = {}, []
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                try:
+                    self._saved[signum] = signal.signal(signum, self._record)
+                except (ValueError, OSError, TypeError):
+                    pass
+        return self
+
+    def _record(self, signum, frame):
+        self._pending.append((signum, frame))
+
+    def __exit__(self, exc_type, exc, tb):
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        for signum, frame in self._pending[:1]:
+            handler = self._saved.get(signum)
+            if callable(handler):
+                handler(signum, frame)  # raises KeyboardInterrupt (or exits) as the signal would have
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+        return False
+
+
+def commit_files(outdir, contents: dict) -> dict:
+    """Write ``contents`` (file name -> bytes) into ``outdir`` as one result: all of them or none.
+
+    ``outdir`` and its missing parents are created, and removed again if the commit fails. Every file is
+    written to a temporary next to its destination and the group is renamed into place together
+    (:func:`~extensions.render.atomic_files`); Ctrl-C and SIGTERM wait for the renames to end, so only
+    ``kill -9`` can leave a mix of this result's and an earlier result's complete files.
+
+    Returns
+    -------
+    dict of str -> Path
+        File name -> path, in the order of ``contents``.
+
+    Raises
+    ------
+    HubnessError
+        When a folder stands where a file goes (checked before anything is written).
+    OSError
+        When a file cannot be written (the folder is then as it was).
+    """
+    outdir = Path(outdir)
+    paths = {name: outdir / name for name in contents}
+    for path in paths.values():
+        if path.is_dir() and not path.is_symlink():
+            raise HubnessError(f"cannot write {str(path)!r}: a folder of that name is in the way; move it or "
+                               f"choose another --outdir")
+    with _deferred_signals(), created_folder(outdir):
+        with atomic_files(list(paths.values())) as temps:
+            for name, data in contents.items():
+                with open(temps[paths[name]], "wb") as f:
+                    f.write(data)
+    return paths
 
 
 def figure_options(*, outdir_help: str, pool_help: str, t_help: str, t_lq_help: str):
@@ -281,17 +480,11 @@ def _show(ax, image: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_file(path) as f:
-        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    return path
-
-
 def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int = 5, t: float = 50,
                    t_lq: float = 1, psi: float = 0.7, seed: int = 0, grid: Union[str, Sequence[int]] = (8, 8),
                    spectrum_rows: int = 8, spectrum_cols: int = 12, min_hubs: int = 16, include_self: bool = False,
                    space: Optional[str] = None, noise_mode: str = "const", device=None, title: str = "",
-                   progress: bool = False) -> Report:
+                   progress: bool = False, network: str = "", names: Optional[dict] = None) -> Report:
     """Write the paper's hubness figures for generator ``G`` into ``outdir``.
 
     Parameters
@@ -300,7 +493,9 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
         A StyleGAN generator (stylegan3 / stylegan2-ada ``G_ema``) or any module with ``z_dim`` and ``G(z, c)``
         (unconditional).
     outdir : str or Path
-        Created when missing, once every image is rendered (bad input leaves no folder behind).
+        Created when missing, once every figure is rendered (bad input leaves no folder behind). The four
+        figures and ``report.json`` are committed together (:func:`commit_files`): a failed or interrupted
+        run leaves the folder as it was; temporary files that killed runs left in it are removed.
     pool_size : int
         Latents in the pool (seeds ``seed .. seed + pool_size - 1``, drawn as ``gen_images.py`` draws them).
     k : int
@@ -329,26 +524,43 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
         Network name shown in the figure titles.
     progress : bool
         Show tqdm bars on stderr (mapping, k-NN, synthesis, figures).
+    network : str
+        The network's name or path in error messages (default: ``title``).
+    names : dict, optional
+        How error messages call the parameters, e.g. ``{'pool_size': '--pool-size', 'psi': '--psi'}``.
 
     Returns
     -------
     Report
+
+    Raises
+    ------
+    HubnessError
+        Bad input (before any work); a psi whose truncated latents float32 cannot hold.
+    NonFiniteError
+        A network whose mean latent or images hold NaN or inf; nothing is written.
     """
 
-    pool_size = check_count(pool_size, "pool_size")
+    pool_size = check_count(pool_size, _name(names, "pool_size"))
+    seed = check_seed(seed, names)
+    check_pool_seeds(seed, pool_size, names)
+    k = check_k_for_pool(k, pool_size, names)
     cols, grid_rows = check_grid(grid)
     num = cols * grid_rows
     spectrum_rows = check_count(spectrum_rows, "spectrum_rows")
     spectrum_cols = check_count(spectrum_cols, "spectrum_cols")
-    t, t_lq = check_threshold(t), check_threshold(t_lq, "t_lq")
-    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not np.isfinite(psi):
-        raise HubnessError(f"psi must be a finite number, got {psi!r}")
+    t, t_lq = check_threshold(t, _name(names, "t")), check_threshold(t_lq, _name(names, "t_lq"))
+    psi = check_psi(psi, names)
     if spectrum_rows * spectrum_cols > pool_size or num > pool_size:
         raise HubnessError(f"pool_size = {pool_size} is too small for a spectrum of {spectrum_rows} x {spectrum_cols} "
                            f"and grids of {cols}x{grid_rows}; raise pool_size or shrink the figures")
     outdir = check_outdir(outdir)
+    if outdir.is_dir():
+        remove_stale_temps(outdir)  # what runs killed here before left
     plt = _pyplot()
     adapter, space, device = figure_adapter(G, device, space, "report")
+    mean = check_mean_latent(adapter, space, network or title)
+    check_pool_fits(pool_size, adapter.z_dim, len(mean), device, names)
     name = f"{title}, " if title else ""
 
     bars = Progress(progress)
@@ -369,7 +581,20 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
         chosen_low = low[:num] if len(low) else np.argsort(m, kind="stable")[:num]
         low_label = f"low quality (m <= {t_lq:g})" if len(low) else f"smallest hub values (none with m <= {t_lq:g})"
 
-        # Every image first, then the figures: an error while rendering leaves no half-written report.
+        # Fig. 9's distances (float64: exact for float32 latents), checked before any image is rendered.
+        dist = (pool.latents.double() - mean.to(pool.latents.device, torch.float64)).norm(dim=1).cpu().numpy()
+        if not np.isfinite(dist).all():
+            raise NonFiniteError("the distances of the pool's latents to the mean latent are not finite; the network "
+                                 "is broken: check its weights or use another snapshot")
+        truncated = abs(psi) * dist
+        if truncated.max() > FLOAT32_MAX:
+            limit, psi_opt = FLOAT32_MAX / dist.max(), _name(names, "psi")
+            raise HubnessError(f"{psi_opt} {psi:g} puts truncated latents up to {truncated.max():.3g} from the mean "
+                               f"latent, beyond float32's range ({FLOAT32_MAX:.3g}); use {psi_opt} of magnitude at "
+                               f"most {limit:.3g} for this network (e.g. 0.5 to 1)")
+        groups = {hubs_label: dist[hubs], "random latents": dist, f"truncated, psi = {psi:g}": truncated}
+
+        # Every image first, then the figures, in memory: an error leaves no half-written report.
         starts = np.linspace(0, pool_size - spectrum_cols, spectrum_rows).round().astype(int)
         bands = [order[s:s + spectrum_cols] for s in starts]
         parts = bands + [hubs[:num], chosen_low]
@@ -386,9 +611,9 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
                        t=t, t_lq=t_lq, psi=psi, grid=[cols, grid_rows],
                        stats=dict(stats.as_dict(), count_at_least={str(t): int((m >= t).sum())}),
                        hubs=dict(label=hubs_label, count=int(len(hubs)), seeds=pool.seeds[hubs[:num]].tolist()),
-                       low_quality=dict(count=int(len(low)), seeds=pool.seeds[low[:num]].tolist()))
-        outdir.mkdir(parents=True, exist_ok=True)
-        files = {}
+                       low_quality=dict(count=int(len(low)), seeds=pool.seeds[low[:num]].tolist()),
+                       distance_to_mean={label: float(values.mean()) for label, values in groups.items()})
+        content = {}
         bar = bars.counter("figures", len(FIGURES) + 1, "file")
         try:
             # Fig. 2: the long right tail is what a log y-axis makes visible.
@@ -402,16 +627,13 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
             ax.set_title(f"{name}{space.upper()} space, n = {pool_size}: skewness {stats.skewness:.2f}, "
                          f"max m = {stats.max}")
             ax.legend()
-            files["hub_histogram.png"] = _save(fig, outdir / "hub_histogram.png")
-            plt.close(fig)
+            content["hub_histogram.png"] = figure_png(fig, dpi=110, bbox_inches="tight")
             bar.update(1)
 
             # Fig. 9: hubs sit close to the mean latent, as truncated latents do.
-            mean = adapter.mean_latent(space).to(pool.latents.device, torch.float32)
-            dist = (pool.latents - mean).norm(dim=1).cpu().numpy()
-            groups = {hubs_label: dist[hubs], "random latents": dist, f"truncated, psi = {psi:g}": abs(psi) * dist}
             fig, ax = plt.subplots(figsize=(6.4, 4))
-            bins = np.linspace(0, dist.max() * 1.02, 60)
+            top = max(float(values.max()) for values in groups.values())  # |psi| > 1 reaches beyond the pool
+            bins = np.linspace(0, top * 1.02 if top > 0 else 1.0, 60)
             for (label, values), colour in zip(groups.items(), ("#cc3311", "#4477aa", "#999933")):
                 ax.hist(values, bins=bins, density=True, alpha=0.55, color=colour,
                         label=f"{label}: mean {values.mean():.2f}")
@@ -419,9 +641,7 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
             ax.set_ylabel("density")
             ax.set_title(f"{name}distance to the mean latent")
             ax.legend(fontsize=8)
-            files["distance_to_mean.png"] = _save(fig, outdir / "distance_to_mean.png")
-            plt.close(fig)
-            summary["distance_to_mean"] = {label: float(values.mean()) for label, values in groups.items()}
+            content["distance_to_mean.png"] = figure_png(fig, dpi=110, bbox_inches="tight")
             bar.update(1)
 
             # Fig. 15: bands of the spectrum, from the largest hub values to the smallest.
@@ -435,8 +655,7 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
             fig.subplots_adjust(top=1 - 0.45 / (spectrum_rows * 0.95), bottom=0.01, hspace=0.12)
             fig.suptitle(f"{name}hubness spectrum: rows from the largest hub values (top) to the smallest (bottom)",
                          fontsize=10)
-            files["hubness_spectrum.png"] = _save(fig, outdir / "hubness_spectrum.png")
-            plt.close(fig)
+            content["hubness_spectrum.png"] = figure_png(fig, dpi=110, bbox_inches="tight")
             bar.update(1)
 
             # Fig. 3: high- vs low-quality latents, same number of each.
@@ -448,13 +667,12 @@ def hubness_report(G: torch.nn.Module, outdir, *, pool_size: int = 10000, k: int
                              fontsize=9)
             fig.subplots_adjust(top=0.84, wspace=0.08)
             fig.suptitle(f"{name}high- vs low-quality latents by hub value (k = {k}, pool of {pool_size})")
-            files["quality_grids.png"] = _save(fig, outdir / "quality_grids.png")
-            plt.close(fig)
+            content["quality_grids.png"] = figure_png(fig, dpi=110, bbox_inches="tight")
             bar.update(1)
 
-            with atomic_file(outdir / "report.json", "w") as f:
-                json.dump(summary, f, indent=2)
-            files["report.json"] = outdir / "report.json"
+            content["report.json"] = json_bytes(summary, "report.json")
+            # One commit: the four figures and report.json replace an earlier report together.
+            files = commit_files(outdir, content)
             bar.update(1)
         finally:
             bar.close()

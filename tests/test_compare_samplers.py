@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
+import signal
 
 import numpy as np
 import PIL.Image
@@ -21,6 +23,8 @@ from extensions.render import to_uint8
 from extensions.samplers import make_sampler
 from extensions.stylegan.adapter import make_adapter
 
+from test_quality_report import (alive, contents, error_line, fill_disk_at, listing, run_signalled, temps,
+                                 write_nan_wavg_pickle)
 from tiny_networks import REPO_ROOT
 
 POOL, GRID, T, T_LQ = 2000, (4, 4), 12, 1
@@ -178,3 +182,129 @@ def test_a_network_that_renders_nan_is_an_error_not_a_black_figure(digits, tmp_p
     with pytest.raises(NonFiniteError, match="first seed"):
         hubness_report(G, tmp_path / "rep", pool_size=300, t=6, grid="4x2", device="cpu")
     assert not (tmp_path / "cmp").exists() and not (tmp_path / "rep").exists()
+
+
+
+# ------------------------------------------------------------------------ option ranges: one line naming the option
+
+@pytest.mark.parametrize("script", ["compare_samplers.py", "hubness_report.py"])
+@pytest.mark.parametrize("args, line", [
+    (["--pool-size", "99999999999"],
+     "Error: --pool-size 99999999999 is too large: the seeds of a pool must stay below 2**32; use --pool-size "
+     "4294967296 or less (with --seed 0)"),
+    (["--pool-size", "300", "--seed", "4294967200"],
+     "Error: --seed 4294967200 is too large for --pool-size 300: the pool's seeds 4294967200..4294967499 must stay "
+     "below 2**32; use --seed 4294966996 or less, or a smaller --pool-size"),
+    (["--pool-size", "300", "--seed", "4294967296"],
+     "Error: --seed 4294967296 is out of range: seeds lie in 0..4294967295 (below 2**32); use a smaller --seed"),
+    (["--pool-size", "200", "--k", "200"],
+     "Error: --k 200 must be below --pool-size 200: each latent's 200 nearest neighbours come from the other "
+     "latents of the pool; lower --k or raise --pool-size"),
+    (["PSI", "-1e300"],
+     "Error: PSI -1e+300 overflows the network's float32 arithmetic; use a truncation psi of moderate size (e.g. 0.5 "
+     "to 1)"),
+])
+def test_out_of_range_options_are_one_line_naming_the_option(script, args, line, tmp_path, stylegan_runtime):
+    psi = "--trunc" if script == "compare_samplers.py" else "--psi"
+    args, line = [psi if a == "PSI" else a for a in args], line.replace("PSI", psi)
+    res = _cli(script, ["--outdir", tmp_path / "out", "--device", "cpu", *args])
+    assert res.exit_code == 1
+    assert error_line(res) == line
+    assert "mapping" not in res.stderr and listing(tmp_path) == []  # refused before any work
+
+
+def test_the_largest_seed_a_message_names_works(tmp_path, stylegan_runtime):
+    res = _cli("hubness_report.py", ["--outdir", tmp_path / "out", "--pool-size", "200", "--seed", "4294967096",
+                                     "--t", "5", "--grid", "2x2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert summary["seed"] == 4294967096 and max(summary["hubs"]["seeds"]) <= 2 ** 32 - 1
+
+
+# ------------------------------------------------------------------------ one result, all or nothing
+
+SMALL = ["--pool-size", "300", "--t", "5", "--grid", "2x2", "--device", "cpu"]
+RESULT = sorted([FIGURE, NUMBERS])
+
+
+def test_compare_a_folder_in_the_way_writes_no_figure(tmp_path, stylegan_runtime):
+    out = tmp_path / "out"
+    (out / NUMBERS).mkdir(parents=True)
+    res = _cli("compare_samplers.py", ["--outdir", out, *SMALL])
+    assert res.exit_code == 1
+    assert error_line(res) == (f"Error: cannot write '{out / NUMBERS}': a folder of that name is in the way; "
+                               f"move it or choose another --outdir")
+    assert listing(out) == [NUMBERS] and listing(out / NUMBERS) == []
+
+
+def test_compare_a_full_disk_leaves_the_earlier_result_and_no_new_folder(tmp_path, stylegan_runtime, monkeypatch):
+    out = tmp_path / "out"
+    assert _cli("compare_samplers.py", ["--outdir", out, *SMALL]).exit_code == 0
+    before = contents(out)
+    assert sorted(before) == RESULT
+    opened = fill_disk_at(monkeypatch, 2)  # the figure is written, its numbers find the disk full
+    res = _cli("compare_samplers.py", ["--outdir", out, *SMALL, "--trunc", "0.5"])
+    assert res.exit_code == 1 and len(opened) == 2
+    assert error_line(res) == (f"Error: cannot write '{out / NUMBERS}': No space left on device; free space or fix "
+                               f"permissions, or choose another --outdir")
+    assert contents(out) == before and listing(out) == RESULT
+
+    fill_disk_at(monkeypatch, 1)
+    res = _cli("compare_samplers.py", ["--outdir", tmp_path / "new" / "deeper" / "out", *SMALL])
+    assert res.exit_code == 1 and f"{FIGURE}': No space left on device" in error_line(res)
+    assert listing(tmp_path) == ["out"]  # the folders the run made are gone again
+
+
+# ------------------------------------------------------------------------ non-finite numbers
+
+def test_compare_a_nan_mean_latent_blames_the_network(tmp_path, tmp_path_factory, stylegan_runtime):
+    nan_wavg_pkl = write_nan_wavg_pickle(tmp_path_factory.mktemp("nan") / "nan_wavg.pkl")
+    res = _cli("compare_samplers.py", ["--network", nan_wavg_pkl, "--outdir", tmp_path / "out", *SMALL])
+    assert res.exit_code == 1
+    assert error_line(res).startswith(f"Error: network '{nan_wavg_pkl}' has NaN or inf in its mean latent (w_avg)")
+    assert "mapping" not in res.stderr and listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("psi, line", [
+    ("1e38", r"Error: --trunc 1e\+38 moves truncated latents beyond float32's range \(for this pool, any psi above "
+             r"about \S+ in magnitude does\); use a truncation psi of moderate size \(e.g. 0.5 to 1\)$"),
+    ("5e37", r"Error: --trunc 5e\+37 makes the generator produce NaN or inf \(first seed 0\); use a truncation psi of "
+             r"moderate size \(e.g. 0.5 to 1\)$"),
+])
+def test_compare_an_overflowing_trunc_names_trunc_not_the_network(psi, line, tmp_path, stylegan_runtime):
+    res = _cli("compare_samplers.py", ["--outdir", tmp_path / "out", *SMALL, "--trunc", psi])
+    assert res.exit_code == 1
+    assert re.match(line, error_line(res)), error_line(res)
+    assert "check the network" not in res.stderr and listing(tmp_path) == []
+
+
+# ------------------------------------------------------------------------ signals and kills
+
+def test_compare_interrupted_while_the_figure_renders_leaves_nothing(tmp_path, stylegan_runtime):
+    res = run_signalled("compare_samplers.py", ["--outdir", tmp_path / "out", *SMALL], stylegan_runtime.root,
+                        "SIGTERM", "figure", 1)
+    assert res.returncode == 143 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert listing(tmp_path) == []
+
+
+def test_compare_killed_mid_commit_then_rerun_leaves_one_complete_result(tmp_path, stylegan_runtime):
+    from extensions.render import TEMP_RE
+    root = stylegan_runtime.root
+    out = tmp_path / "out"
+    killed = run_signalled("compare_samplers.py", ["--outdir", out, *SMALL], root, "SIGKILL", "commit", 2)
+    assert killed.returncode == -signal.SIGKILL
+    left = [TEMP_RE.match(name) for name in temps(out)]
+    assert len(left) == 1 and left[0] and not alive(int(left[0].group(1)))
+    assert listing(out) == sorted([FIGURE] + temps(out))  # the figure was renamed, its numbers were not
+
+    rerun = run_signalled("compare_samplers.py", ["--outdir", out, *SMALL], root)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert listing(out) == RESULT  # the killed run's temporary went
+
+    other = tmp_path / "other"
+    term = run_signalled("compare_samplers.py", ["--outdir", other, *SMALL], root, "SIGTERM", "commit", 1)
+    assert term.returncode == 143 and "Traceback" not in term.stderr, term.stderr[-2000:]
+    assert contents(other) == contents(out)  # complete, and equal to an uninterrupted run's
+    with PIL.Image.open(other / FIGURE) as im:
+        im.load()
+    assert json.loads((other / NUMBERS).read_text())["pool_size"] == 300

@@ -177,6 +177,7 @@ def test_more_than_the_seeds_yield_draws_further_seeds(stylegan_runtime, tiny_ne
     assert data["seeds"][:have].tolist() == [i for i in spectrum(m0)[:have]]
     assert (data["seeds"][have:] >= 60).all()
     again = cli(*args, tmp_path / "again")
+    assert again.exit_code == 0, again.output
     assert np.array_equal(np.load(tmp_path / "again" / "latents.npz")["seeds"], data["seeds"])
 
 

@@ -530,3 +530,34 @@ def test_figure_scripts_exit_130_on_ctrl_c_and_leave_no_figure(stylegan_runtime,
         _, err = p.communicate(timeout=60)
         assert p.returncode == 130 and "Traceback" not in err, (delay, err[-1500:])
         assert not out.exists() or not [q for q in out.iterdir() if q.suffix in (".png", ".json")]
+
+
+# ------------------------------------------------------------------------------------ files written together
+
+
+def test_atomic_files_commit_all_or_leave_every_path_as_it_was(tmp_path):
+    from extensions.render import atomic_files, remove_stale_temps
+    old, new = tmp_path / "old.txt", tmp_path / "new.txt"
+    old.write_text("before")
+
+    def listing():
+        return {p.name: (p.read_text() if p.is_file() else "<dir>") for p in tmp_path.iterdir()}
+
+    before = listing()
+    with pytest.raises(RuntimeError):  # the block fails: nothing changes
+        with atomic_files([old, new]) as temps:
+            temps[old].write_text("after")
+            raise RuntimeError("stop")
+    assert listing() == before
+    (tmp_path / "blocked").mkdir()  # a rename fails after two succeeded: both are put back
+    with pytest.raises(OSError) as info:
+        with atomic_files([old, new, tmp_path / "blocked"]) as temps:
+            for tmp in temps.values():
+                tmp.write_text("after")
+    assert info.value.filename == str(tmp_path / "blocked")
+    assert listing() == dict(before, blocked="<dir>")
+    with atomic_files([old, new]) as temps:
+        for tmp in temps.values():
+            tmp.write_text("after")
+    assert listing() == {"old.txt": "after", "new.txt": "after", "blocked": "<dir>"}
+    assert remove_stale_temps(tmp_path) == []  # no temporaries or backups were left

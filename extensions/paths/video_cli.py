@@ -13,7 +13,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import math
 import os
 import re
 import signal
@@ -25,7 +24,7 @@ from typing import Iterable, Optional
 import click
 import numpy as np
 
-from .._checks import HubnessError, resolve_device
+from .._checks import HubnessError, check_truncation_psi, resolve_device
 from ..render import atomic_files, created_folder, image_grid, remove_stale_temps, to_pil
 from ..stylegan.checkout import imported_checkout
 from ..stylegan.cli import hubness_options, in_processes, one_line_errors
@@ -122,20 +121,6 @@ def check_ffmpeg() -> None:
     if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
         raise HubnessError(f"ffmpeg {exe!r} is not an executable file; pip install imageio-ffmpeg or fix "
                            f"IMAGEIO_FFMPEG_EXE")
-
-
-def check_truncation_psi(psi) -> float:
-    """``psi`` as a float, if it is finite and within float32 (the network's arithmetic)."""
-    try:
-        psi = float(psi)
-    except (TypeError, ValueError, OverflowError):
-        raise HubnessError(f"--trunc must be a number, got {psi!r}") from None
-    if not math.isfinite(psi):
-        raise HubnessError(f"--trunc must be a finite number, got {psi}")
-    if abs(psi) > float(np.finfo(np.float32).max):
-        raise HubnessError(f"--trunc {psi:g} overflows the network's float32 arithmetic; use a truncation psi of "
-                           f"moderate size (e.g. 0.5 to 1)")
-    return psi
 
 
 def check_output_names(output: Optional[str], strip: Optional[str]) -> None:

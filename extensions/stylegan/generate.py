@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._checks import HubnessError, NonFiniteError, check_count, check_threshold, non_finite_pixels, resolve_device
+from .._checks import (HubnessError, NonFiniteError, check_count, check_threshold, check_truncation_psi,
+                       non_finite_pixels, resolve_device)
 from ..outdir import OutputDir
 from ..pools import MAX_SEED, SeedPools, check_pool_memory
 from ..render import image_grid, load_png, save_png, seed_filename, write_csv, write_npz
@@ -234,15 +235,7 @@ def validate_options(sampler, noise_mode, knn_backend, seeds, num, pool_size, ba
             if k >= size:
                 raise HubnessError(f"--k {k} needs pools of more than {k} latents, but {source} gives {size}; "
                                    f"lower --k or use more seeds")
-    try:
-        truncation_psi = float(truncation_psi)
-    except (TypeError, ValueError, OverflowError):
-        raise HubnessError(f"--trunc must be a number, got {truncation_psi!r}") from None
-    if not np.isfinite(truncation_psi):
-        raise HubnessError(f"--trunc must be a finite number, got {truncation_psi}")
-    if abs(truncation_psi) > float(np.finfo(np.float32).max):
-        raise HubnessError(f"--trunc {truncation_psi:g} overflows the network's float32 arithmetic; use a truncation "
-                           f"psi of moderate size (e.g. 0.5 to 1)")
+    truncation_psi = check_truncation_psi(truncation_psi)
     if sampler == "truncation" and truncation_psi == 1:
         raise HubnessError("--sampler truncation needs --trunc other than 1 (e.g. --trunc 0.7)")
     return seeds, num, pool_size, truncation_psi
