@@ -840,6 +840,16 @@ def test_bad_trunc_is_one_line(tiny_network_pkl, tmp_path, value, message):
     assert snapshot(d) == before
 
 
+def test_an_overflowing_trunc_is_named_before_a_broken_network(tmp_path):
+    d = filled_folder(tmp_path)
+    before = snapshot(d)
+    res = cli("--seeds", "0-3", "--w-frames", 2, "--output", d / "v.mp4", "--trunc", "1e38")  # the embedded network
+    assert res.exit_code == 1
+    assert last_line(res).startswith("Error: network 'digits' renders NaN or inf pixels at frame 0 between keyframe "
+                                     "seeds 0->1; --trunc 1e+38 may move the latents too far")
+    assert snapshot(d) == before
+
+
 def test_a_killed_run_leaves_complete_files_and_the_next_cleans_up(tmp_path):
     from extensions.render import TEMP_SUFFIX
     out, strip = tmp_path / "v.mp4", tmp_path / "s.png"

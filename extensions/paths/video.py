@@ -40,7 +40,7 @@ import numpy as np
 import scipy.interpolate
 import torch
 
-from .._checks import HubnessError, NonFiniteError
+from .._checks import HubnessError, NonFiniteError, non_finite_pixels
 from ..pools import MAX_SEED, seed_latents
 from ..render import to_uint8
 from ..stylegan.adapter import GeneratorAdapter, StyleGANAdapter, make_adapter
@@ -299,9 +299,8 @@ class VideoPlan:
                 imgs.append(self.G.synthesis(ws=ws, noise_mode="const")[0])
         imgs = torch.stack(imgs)
         if not bool(torch.isfinite(imgs).all()):
-            raise NonFiniteError(f"network {self.network!r} renders NaN or inf pixels at frame {frame} between "
-                                 f"keyframe seeds {self._around(frame)}; the network is broken: check its weights or "
-                                 f"use another snapshot (nothing was written)")
+            raise non_finite_pixels(self.network, f"at frame {frame} between keyframe seeds {self._around(frame)}",
+                                    truncation_psi=self.truncation_psi)
         return layout_frame(imgs, *self.grid, quantize=None if self.stylegan else self.adapter.quantize)
 
     def frames(self, indices: Optional[Iterable[int]] = None) -> Iterator[np.ndarray]:
