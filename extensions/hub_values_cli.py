@@ -28,17 +28,11 @@ from typing import Optional
 import click
 import numpy as np
 
-from ._checks import HubnessError
+from ._checks import HubnessError, engine_array
 
 #: Rows checked for NaN/inf at a time (bounds the temporary mask).
 _CHECK_ROWS = 1 << 16
 
-#: dtypes the engine (:func:`extensions._checks.as_latents`) takes as they are, in native byte order.
-_ENGINE_DTYPES = tuple(np.dtype(t) for t in (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32,
-                                              np.int64, np.uint8))
-
-#: Largest integer magnitude float32 holds exactly (with every integer below it).
-_FLOAT32_EXACT_INT = 1 << 24
 
 
 def read_embeddings(path: str, key: Optional[str] = None, notes: Optional[list] = None) -> np.ndarray:
@@ -114,53 +108,6 @@ def read_embeddings(path: str, key: Optional[str] = None, notes: Optional[list] 
             raise HubnessError(f"row {first} of {where} holds NaN or inf ({bad_rows} row(s) in all); drop or fix "
                                f"those rows first")
     return engine_array(array, where, notes)
-
-
-def engine_array(array: np.ndarray, where: str, notes: Optional[list] = None) -> np.ndarray:
-    """``array`` (finite real numbers) in a dtype the engine takes, rounded no more than the float32 search
-    rounds it.
-
-    Native float16/32/64 and int8..int64/uint8 stay as they are (the engine rounds them to float32 once).
-    Other byte orders are swapped, and uint16/uint32 (and uint64 up to 2**63 - 1) become int32/int64, all
-    exactly. Larger uint64 values and extended precision are rounded straight to float32, one rounding as
-    for every other dtype (going through float64 would round twice); extended-precision values beyond
-    float32's range, or all below its normal range, are errors that say how to rescale, as float64 ones
-    are in the engine. Integers beyond 2**24 in magnitude, which float32 rounds, add a line to ``notes``.
-
-    Raises
-    ------
-    HubnessError
-        Extended-precision values that float32 cannot hold.
-    """
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    if array.dtype.kind in "iu" and array.size:
-        low, high = int(array.min()), int(array.max())
-        if max(-low, high) > _FLOAT32_EXACT_INT and notes is not None:
-            notes.append(f"{where} holds integers up to {max(-low, high)} in magnitude; the search runs in "
-                         f"float32, which holds integers exactly only up to 2**24 = {_FLOAT32_EXACT_INT}, so "
-                         f"larger ones are rounded to float32's 24 significant bits")
-        if array.dtype not in _ENGINE_DTYPES:
-            if high <= np.iinfo(np.int64).max:
-                array = array.astype(np.int32 if array.dtype.itemsize < 4 else np.int64)
-            else:
-                array = array.astype(np.float32)  # correctly rounded, as the engine's int64 -> float32
-    elif array.dtype not in _ENGINE_DTYPES:  # extended precision (np.longdouble)
-        with np.errstate(over="ignore", under="ignore"):
-            rounded = array.astype(np.float32)
-        largest = np.abs(array).max() if array.size else 0
-        mantissa, exponent = np.format_float_scientific(largest, precision=2, unique=False).split("e")
-        shown = f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"  # as '%.3g' writes it, beyond float64's range too
-        if not np.isfinite(rounded).all():
-            raise HubnessError(f"{where} has values up to {shown} in magnitude, beyond float32's range (3.4e+38), in "
-                               f"which the search runs; divide them by a power of ten first (neighbours do not "
-                               f"depend on scale)")
-        if largest != 0 and float(np.abs(rounded).max()) < np.finfo(np.float32).tiny:
-            raise HubnessError(f"{where} has values no larger than {shown} in magnitude, below float32's normal "
-                               f"range (1.2e-38), in which the search runs; multiply them by a power of ten first "
-                               f"(neighbours do not depend on scale)")
-        array = rounded
-    return array
 
 
 def check_k_rows(k: int, n: int, include_self: bool, where: str) -> None:

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 import tiny_networks
-from extensions.hub_values_cli import engine_array, main
+from extensions._checks import engine_array
+from extensions.hub_values_cli import main
 from extensions.render import TEMP_SUFFIX
 from reference import brute_knn, integer_latents
 

@@ -86,3 +86,16 @@ def test_hub_values_bad_inputs():
         hub_values(x[None], 2)
     with pytest.raises(HubnessError, match="NaN or inf"):
         hub_values(np.where(x > 1, np.inf, x), 2)
+
+
+def test_unsigned_byte_swapped_and_extended_arrays_are_searched_as_their_values():
+    """The API takes what ``python -m extensions.hub_values`` takes: the same hub values as the float32 array."""
+    x = np.random.default_rng(3).integers(0, 60000, size=(300, 6))
+    want = compute_hubness(x.astype(np.float32), 5, device="cpu").m
+    for dtype in (np.uint16, np.uint32, np.uint64, ">i4", ">f8", np.longdouble):
+        got = compute_hubness(x.astype(dtype), 5, device="cpu").m
+        np.testing.assert_array_equal(got, want, err_msg=str(dtype))
+    bad = x.astype(np.longdouble)
+    bad[7, 2] = np.nan
+    with pytest.raises(HubnessError, match=r"NaN or inf in 1 row"):
+        compute_hubness(bad, 5, device="cpu")
