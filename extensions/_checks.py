@@ -161,6 +161,8 @@ def as_latents(x, name: str = "latents", device=None) -> torch.Tensor:
             if x.dtype.kind in "iuf" and (not x.dtype.isnative or x.dtype not in _ENGINE_DTYPES):
                 x = engine_array(x, name)  # unsigned, byte-swapped or extended: what torch takes, exactly
             x = torch.as_tensor(x)
+        except HubnessError:
+            raise
         except (TypeError, ValueError) as exc:
             raise HubnessError(f"{name} must be a numeric array of shape (n, d), got {type(x).__name__}") from exc
     if x.ndim != 2:

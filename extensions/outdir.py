@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from ._checks import HubnessError
-from .render import TEMP_RE, atomic_file
+from .render import TEMP_RE, atomic_file, made_folders, remove_made_folders, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,8 @@ class OutputDir:
             raise OutdirError(f"{self.option} {str(p)!r} exists and is not a directory; choose another {self.option}")
         try:
             if not p.exists():
-                missing = [p, *(q for q in p.parents if not q.exists())]  # deepest first
                 try:
-                    p.mkdir(parents=True)
-                    self._created = missing
+                    self._created = made_folders(p)
                 except FileExistsError:  # a concurrent run made it first: the lock below decides
                     if not p.is_dir():
                         raise
@@ -157,10 +155,8 @@ class OutputDir:
             with contextlib.suppress(FileNotFoundError):
                 (self.path / LOCK_INFO_NAME).unlink()
             self._locked = False
-        if remove_if_created:  # the folders this run made, while they are empty (rmdir refuses others)
-            for folder in self._created:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+        if remove_if_created:  # the folders this run made, while they are empty
+            remove_made_folders(self._created)
         if self._fd is not None:
             os.close(self._fd)  # releases the lock
             self._fd = None
@@ -182,12 +178,10 @@ class OutputDir:
             return "holder unknown"
 
     def _remove_leftovers(self) -> None:
-        """Temporary files of interrupted atomic writes (ours by name; nobody else writes here now)."""
-        for entry in self.path.iterdir():
-            if entry.is_file() and TEMP_RE.match(entry.name) and entry.name != LOCK_INFO_NAME:
-                log.info("removing %s left by an interrupted run", entry)
-                with contextlib.suppress(FileNotFoundError):
-                    entry.unlink()
+        """Temporary files of interrupted atomic writes (ours by name, of processes that are gone: another
+        command may be writing its own file here now)."""
+        for path in remove_stale_temps(self.path):
+            log.info("removed %s left by an interrupted run", path)
 
     def _read_manifest(self) -> Optional[dict]:
         path = self.path / MANIFEST_NAME

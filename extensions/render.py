@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
+import hashlib
 import io
 import math
 import os
 import re
+import signal
+import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -49,10 +54,14 @@ def to_pil(array: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray(array[:, :, 0] if channels == 1 else array, _MODES[channels])
 
 
-#: Suffix of the temporary files of :func:`atomic_file` and :func:`atomic_files`: ``.<name>.<pid>-<random>`` and
-#: this, a name no other program uses, so that leftovers of a killed run can be told from a user's files.
-TEMP_SUFFIX = ".stylegan3-hubness.tmp"
-TEMP_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+" + re.escape(TEMP_SUFFIX) + "$")
+#: This machine, in the names of temporary files: a folder shared between machines (NFS) holds temporaries
+#: whose writers this machine cannot see, which it therefore never removes.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+#: Suffix of the temporary files of :func:`atomic_file` and :func:`atomic_files`, whose names are
+#: ``.<name>.<pid>-<random>`` and this: a name no other program uses, so that leftovers of a killed run can be
+#: told from a user's files, and from those of runs still writing.
+TEMP_SUFFIX = f".{_HOST}.stylegan3-hubness.tmp"
+TEMP_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.([0-9a-f]{8})\.stylegan3-hubness\.tmp$")
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
@@ -65,13 +74,14 @@ def _temp_beside(path: Path) -> tuple[int, str]:
 
 
 def remove_stale_temps(folder) -> list:
-    """Remove the temporary files that killed runs left in ``folder`` (those of live processes stay); returns
-    their paths."""
+    """Remove the temporary files that killed runs on this machine left in ``folder`` (those of live processes,
+    and of other machines, stay); returns their paths."""
     removed = []
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             match = TEMP_RE.match(entry.name)
-            if match and entry.is_file(follow_symlinks=False) and not _alive(int(match.group(1))):
+            if (match and match.group(2) == _HOST and entry.is_file(follow_symlinks=False)
+                    and not _alive(int(match.group(1)))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed.append(Path(entry.path))
@@ -90,17 +100,64 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class deferred_signals:
+    """Ctrl-C and SIGTERM inside the block wait until it ends, then act as they would have (in the main thread;
+    elsewhere the block runs unprotected): renames of several files are not cut short between two of them."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self._saved, self._pending = {}, []
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                try:
+                    self._saved[signum] = signal.signal(signum, self._record)
+                except (ValueError, OSError, TypeError):
+                    pass
+        return self
+
+    def _record(self, signum, frame):
+        self._pending.append((signum, frame))
+
+    def __exit__(self, exc_type, exc, tb):
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
+        for signum, frame in self._pending[:1]:
+            handler = self._saved.get(signum)
+            if callable(handler):
+                handler(signum, frame)  # raises KeyboardInterrupt (or exits) as the signal would have
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+        return False
+
+
+def _set_aside(path: Path) -> Optional[str]:
+    """A hard link to what ``path`` holds (a file, or a symlink itself), to put it back with; None when there
+    is nothing (or a folder) there. Where hard links fail, the entry itself is renamed aside."""
+    if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
+        return None
+    fd, backup = _temp_beside(path)
+    os.close(fd)
+    os.unlink(backup)
+    try:
+        os.link(path, backup, follow_symlinks=False)
+    except OSError:  # no hard links on this filesystem: move it aside (restored if the replace fails)
+        os.rename(path, backup)
+    return backup
+
+
 @contextlib.contextmanager
 def atomic_files(paths: Sequence):
     """Temporary files next to each of ``paths``, renamed into place together when the block succeeds.
 
     Yields a dict path -> temporary path for the block to write (by name: matplotlib, numpy, ffmpeg). On an
     error none of ``paths`` changes and the temporary files are removed: a rename that fails (a folder in
-    the way) puts back the files renamed before it, from hard links kept until the end. Only a kill during
-    the renames (one per file) can leave some paths new and others old, all of them complete.
+    the way) puts back what the renames before it replaced, from links kept until the end. Ctrl-C and
+    SIGTERM wait for the renames (or that roll-back) to end; only ``kill -9`` during them can leave some
+    paths new and others old, all of them complete.
     """
     paths = [Path(p) for p in paths]
-    temps, renamed = {}, []  # renamed: (path, hard link to the file it replaced or None, whether one existed)
+    temps = {}
     try:
         for path in paths:
             fd, tmp = _temp_beside(path)
@@ -115,33 +172,9 @@ def atomic_files(paths: Sequence):
                 raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
             finally:
                 os.close(fd)
-        for path, tmp in temps.items():
-            backup, existed = None, os.path.lexists(path)
-            if path.is_file() and not path.is_symlink():
-                fd, backup = _temp_beside(path)
-                os.close(fd)
-                try:
-                    os.unlink(backup)
-                    os.link(path, backup)
-                except OSError:  # no hard links here: this file cannot be put back
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(backup)
-                    backup = None
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                if backup is not None:
-                    os.unlink(backup)
-                raise
-            renamed.append((path, backup, existed))
+        with deferred_signals():
+            _replace_all(temps)
     except BaseException as exc:
-        for path, backup, existed in reversed(renamed):
-            with contextlib.suppress(OSError):
-                if backup is not None:
-                    os.replace(backup, path)
-                elif not existed:
-                    os.unlink(path)
-        renamed = []
         for tmp in temps.values():
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -150,30 +183,72 @@ def atomic_files(paths: Sequence):
                 if exc.filename == str(tmp):
                     raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
-    finally:
-        for _, backup, _ in renamed:
-            if backup is not None:
-                with contextlib.suppress(FileNotFoundError):
+
+
+def _replace_all(temps: dict) -> None:
+    """Rename each temporary onto its path; if one fails, put back what the earlier ones replaced."""
+    done = []  # (path, what it held before or None, whether something was there)
+    try:
+        for path, tmp in temps.items():
+            existed = os.path.lexists(path)
+            backup = _set_aside(path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if backup is not None and not os.path.lexists(path):
+                    os.rename(backup, path)  # it was renamed aside: back
+                elif backup is not None:
                     os.unlink(backup)
+                raise
+            done.append((path, backup, existed))
+    except BaseException:
+        for path, backup, existed in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, path)
+                elif not existed:
+                    os.unlink(path)
+        raise
+    for _, backup, _ in done:
+        if backup is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(backup)
+
+
+def made_folders(path) -> list:
+    """Create ``path`` and its missing parents, one level at a time; returns the folders this call created,
+    deepest first (what a failed run removes again)."""
+    path = Path(os.path.abspath(path))
+    made = []
+    for folder in [*reversed(path.parents), path]:
+        if folder.is_dir():
+            continue
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder)) from None
+            continue
+        made.append(folder)
+    return made[::-1]
+
+
+def remove_made_folders(made: list) -> None:
+    """Remove the folders :func:`made_folders` created, those still empty, deepest first."""
+    for folder in made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 @contextlib.contextmanager
 def created_folder(path):
     """Create ``path`` and its missing parents; if the block fails, remove the ones it created that are still
     empty (a failed run leaves no new folders behind)."""
-    path = Path(path)
-    missing = []
-    p = path
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
+    made = made_folders(path)
     try:
-        yield path
+        yield Path(path)
     except BaseException:
-        for folder in missing:  # deepest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        remove_made_folders(made)
         raise
 
 

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,37 +239,6 @@ def figure_png(fig, **savefig) -> bytes:
         plt.close(fig)
 
 
-class _deferred_signals:
-    """Ctrl-C and SIGTERM inside the block wait until it ends, then act as they would have (in the main thread;
-    elsewhere the block runs unprotected): a commit of several files is not cut short between two renames."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self):
-        self._saved, self._pending = {}, []
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                try:
-                    self._saved[signum] = signal.signal(signum, self._record)
-                except (ValueError, OSError, TypeError):
-                    pass
-        return self
-
-    def _record(self, signum, frame):
-        self._pending.append((signum, frame))
-
-    def __exit__(self, exc_type, exc, tb):
-        for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
-        for signum, frame in self._pending[:1]:
-            handler = self._saved.get(signum)
-            if callable(handler):
-                handler(signum, frame)  # raises KeyboardInterrupt (or exits) as the signal would have
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
-        return False
-
-
 def commit_files(outdir, contents: dict) -> dict:
     """Write ``contents`` (file name -> bytes) into ``outdir`` as one result: all of them or none.
 
@@ -297,7 +265,7 @@ def commit_files(outdir, contents: dict) -> dict:
         if path.is_dir() and not path.is_symlink():
             raise HubnessError(f"cannot write {str(path)!r}: a folder of that name is in the way; move it or "
                                f"choose another --outdir")
-    with _deferred_signals(), created_folder(outdir):
+    with created_folder(outdir):
         with atomic_files(list(paths.values())) as temps:
             for name, data in contents.items():
                 with open(temps[paths[name]], "wb") as f:

@@ -99,3 +99,11 @@ def test_unsigned_byte_swapped_and_extended_arrays_are_searched_as_their_values(
     bad[7, 2] = np.nan
     with pytest.raises(HubnessError, match=r"NaN or inf in 1 row"):
         compute_hubness(bad, 5, device="cpu")
+
+
+def test_extended_precision_beyond_float32_says_how_to_rescale():
+    x = np.random.default_rng(4).standard_normal((50, 3)).astype(np.longdouble)
+    if np.finfo(np.longdouble).max <= np.finfo(np.float64).max:
+        pytest.skip("np.longdouble is float64 here")
+    with pytest.raises(HubnessError, match=r"beyond float32's range .*divide them by a power of ten"):
+        compute_hubness(x * np.longdouble("1e400"), 5, device="cpu")

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import tiny_networks
-from extensions.outdir import LOCK_INFO_NAME, STAGING_NAME, OutputDir
+from extensions.outdir import LOCK_INFO_NAME, STAGING_NAME, OutdirError, OutputDir
 from extensions.render import TEMP_SUFFIX
 from test_gen_images_hub import SCRIPT, cli, official_image, png, with_options
 
@@ -113,15 +113,16 @@ def test_a_held_folder_stops_a_second_run_at_once(tiny_network_pkl, tmp_path):
 
 def test_a_folder_another_run_creates_first_is_opened_not_refused(tmp_path, monkeypatch):
     # Two runs both find the folder missing; the second's mkdir meets the first's folder.
+    from extensions import render
     out = tmp_path / "out"
-    real_mkdir = type(out).mkdir
+    real_mkdir = os.mkdir
 
-    def racing_mkdir(self, *args, **kwargs):
-        if self == out:
-            real_mkdir(self)  # the other run, a moment earlier
-        return real_mkdir(self, *args, **kwargs)
+    def racing_mkdir(path, *args, **kwargs):
+        if os.fspath(path) == os.fspath(out):
+            real_mkdir(path)  # the other run, a moment earlier
+        return real_mkdir(path, *args, **kwargs)
 
-    monkeypatch.setattr(type(out), "mkdir", racing_mkdir)
+    monkeypatch.setattr(render.os, "mkdir", racing_mkdir)
     with pytest.raises(ValueError):
         with OutputDir(out) as run:
             assert run._locked and not run._created
@@ -561,3 +562,63 @@ def test_atomic_files_commit_all_or_leave_every_path_as_it_was(tmp_path):
             tmp.write_text("after")
     assert listing() == {"old.txt": "after", "new.txt": "after", "blocked": "<dir>"}
     assert remove_stale_temps(tmp_path) == []  # no temporaries or backups were left
+
+
+def test_atomic_files_finish_their_renames_before_ctrl_c_and_put_symlinks_back(tmp_path, monkeypatch):
+    from extensions import render
+    a, b = tmp_path / "a.png", tmp_path / "b.json"
+    target = tmp_path / "target.txt"
+    target.write_text("linked")
+    a.symlink_to(target)
+    b.write_text("old b")
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):  # Ctrl-C arrives while the first file is renamed into place
+        calls.append(dst)
+        real_replace(src, dst)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(render.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        with render.atomic_files([a, b]) as temps:
+            for tmp in temps.values():
+                tmp.write_text("new")
+    assert a.read_text() == b.read_text() == "new" and not a.is_symlink()  # the commit finished, then stopped
+    monkeypatch.setattr(render.os, "replace", real_replace)
+    a.unlink()
+    a.symlink_to(target)
+    (tmp_path / "c").mkdir()  # a later rename fails: the symlink comes back as a symlink
+    with pytest.raises(OSError):
+        with render.atomic_files([a, b, tmp_path / "c"]) as temps:
+            for tmp in temps.values():
+                tmp.write_text("newer")
+    assert a.is_symlink() and a.read_text() == "linked" and b.read_text() == "new"
+    assert not [p for p in tmp_path.iterdir() if render.TEMP_RE.match(p.name)]
+
+
+def test_only_this_machines_dead_writers_temporaries_are_removed(tmp_path):
+    from extensions.render import TEMP_SUFFIX, remove_stale_temps
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".m.npy.{dead.pid}-ab{TEMP_SUFFIX}"
+    live = tmp_path / f".m.npy.{os.getppid()}-cd{TEMP_SUFFIX}"
+    elsewhere = tmp_path / f".m.npy.{dead.pid}-ef.0123abcd.stylegan3-hubness.tmp"  # another machine's (NFS)
+    for p in (stale, live, elsewhere):
+        p.write_text("x")
+    with OutputDir(tmp_path, tool="test"):  # an output folder's start-up removes what remove_stale_temps does
+        pass
+    assert not stale.exists() and live.exists() and elsewhere.exists()
+    assert remove_stale_temps(tmp_path) == []
+
+
+def test_a_failed_run_removes_only_folders_it_made(tmp_path):
+    from extensions.render import created_folder
+    (tmp_path / "results").mkdir()
+    with pytest.raises(RuntimeError):
+        with created_folder(tmp_path / "nothere" / ".." / "results" / "run1"):
+            raise RuntimeError("fail")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"] and not any((tmp_path / "results").iterdir())
+    with pytest.raises(OutdirError):
+        with OutputDir(tmp_path / "results" / "a" / "b"):
+            raise OutdirError("fail")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"] and not any((tmp_path / "results").iterdir())
