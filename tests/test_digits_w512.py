@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from extensions.digits import load_classifier, load_discriminator, load_generator, read_weights
+from extensions.digits import digit_images, load_classifier, load_discriminator, load_generator, read_weights
 from extensions.digits.network import EMBEDDED_NETWORKS, is_embedded
 from tiny_networks import REPO_ROOT
 
@@ -90,3 +90,9 @@ def test_w512_is_selected_by_name_and_draws_digits(stylegan_runtime):
     # A trained generator: recognisable digits, most classes present (no collapse onto a few).
     assert float(judged["confidence"].mean()) > 0.8
     assert len(set(judged["label"].tolist())) >= 8
+    # ... nearer the real digits than noise is (the classifier alone is confident on noise too: ~0.85)
+    real = digit_images(16)[0].reshape(-1, 256).double()
+    noise = torch.rand(64, 1, 16, 16) * 2 - 1
+    nearest = {name: float(torch.cdist(x.reshape(-1, 256).double(), real).min(1).values.mean())
+               for name, x in (("generated", img), ("noise", noise))}
+    assert nearest["generated"] < 0.5 * nearest["noise"], nearest
