@@ -126,6 +126,7 @@ class OutputDir:
                         raise
             self._fd = os.open(p, os.O_RDONLY)
         except OSError as exc:
+            remove_made_folders(self._created)
             raise OutdirError(f"cannot create or open {self.option} {str(p)!r} ({exc.strerror}); choose a folder "
                               f"you can write to") from exc
         try:

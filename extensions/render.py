@@ -14,6 +14,7 @@ import io
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import tempfile
@@ -65,11 +66,20 @@ TEMP_RE = re.compile(r"^\..+\.(\d+)-[A-Za-z0-9_]+\.([0-9a-f]{8})\.stylegan3-hubn
 
 
 def _temp_beside(path: Path) -> tuple[int, str]:
+    # realpath: mkstemp collapses "link/.." by text, where the system follows the link
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TEMP_SUFFIX,
+                                   dir=os.path.realpath(path.parent))
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+    except BaseException as exc:
+        os.close(fd)
+        os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     return fd, tmp
 
 
@@ -80,7 +90,7 @@ def remove_stale_temps(folder) -> list:
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             match = TEMP_RE.match(entry.name)
-            if (match and match.group(2) == _HOST and entry.is_file(follow_symlinks=False)
+            if (match and match.group(2) == _HOST and not entry.is_dir(follow_symlinks=False)
                     and not _alive(int(match.group(1)))):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
@@ -109,40 +119,54 @@ class deferred_signals:
     def __enter__(self):
         self._saved, self._pending = {}, []
         if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                try:
-                    self._saved[signum] = signal.signal(signum, self._record)
-                except (ValueError, OSError, TypeError):
-                    pass
+            try:
+                for signum in self.SIGNALS:
+                    try:
+                        self._saved[signum] = signal.signal(signum, self._record)
+                    except (ValueError, OSError, TypeError):
+                        pass
+            except BaseException:  # a signal handled while swapping: leave the handlers as they were
+                self._restore()
+                raise
         return self
+
+    def _restore(self):
+        for signum, handler in self._saved.items():
+            signal.signal(signum, handler)
 
     def _record(self, signum, frame):
         self._pending.append((signum, frame))
 
     def __exit__(self, exc_type, exc, tb):
-        for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
-        for signum, frame in self._pending[:1]:
+        self._restore()
+        for signum in dict.fromkeys(signum for signum, _ in self._pending):  # each once, in arrival order
+            frame = next(f for n, f in self._pending if n == signum)
             handler = self._saved.get(signum)
             if callable(handler):
                 handler(signum, frame)  # raises KeyboardInterrupt (or exits) as the signal would have
             elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
+                signal.raise_signal(signum)
         return False
 
 
 def _set_aside(path: Path) -> Optional[str]:
     """A hard link to what ``path`` holds (a file, or a symlink itself), to put it back with; None when there
-    is nothing (or a folder) there. Where hard links fail, the entry itself is renamed aside."""
+    is nothing (or a folder) there. Where hard links fail, a copy (the original stays in place until it is
+    replaced, so a kill never leaves the path empty)."""
     if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
         return None
     fd, backup = _temp_beside(path)
     os.close(fd)
-    os.unlink(backup)
     try:
+        os.unlink(backup)
         os.link(path, backup, follow_symlinks=False)
-    except OSError:  # no hard links on this filesystem: move it aside (restored if the replace fails)
-        os.rename(path, backup)
+    except OSError:  # no hard links on this filesystem
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(backup)
+        if path.is_symlink():
+            os.symlink(os.readlink(path), backup)
+        else:
+            shutil.copy2(path, backup)
     return backup
 
 
@@ -156,7 +180,7 @@ def atomic_files(paths: Sequence):
     SIGTERM wait for the renames (or that roll-back) to end; only ``kill -9`` during them can leave some
     paths new and others old, all of them complete.
     """
-    paths = [Path(p) for p in paths]
+    paths = list(dict.fromkeys(Path(p) for p in paths))
     temps = {}
     try:
         for path in paths:
@@ -195,9 +219,7 @@ def _replace_all(temps: dict) -> None:
             try:
                 os.replace(tmp, path)
             except BaseException:
-                if backup is not None and not os.path.lexists(path):
-                    os.rename(backup, path)  # it was renamed aside: back
-                elif backup is not None:
+                if backup is not None:
                     os.unlink(backup)
                 raise
             done.append((path, backup, existed))
@@ -218,18 +240,22 @@ def _replace_all(temps: dict) -> None:
 def made_folders(path) -> list:
     """Create ``path`` and its missing parents, one level at a time; returns the folders this call created,
     deepest first (what a failed run removes again)."""
-    path = Path(os.path.abspath(path))
+    path = Path(os.getcwd(), path)  # absolute, with any ".." left for the system to resolve
     made = []
-    for folder in [*reversed(path.parents), path]:
-        if folder.is_dir():
-            continue
-        try:
-            os.mkdir(folder)
-        except FileExistsError:
-            if not folder.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder)) from None
-            continue
-        made.append(folder)
+    try:
+        for folder in [*reversed(path.parents), path]:
+            if folder.is_dir():
+                continue
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                if not folder.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(folder)) from None
+                continue
+            made.append(folder)
+    except BaseException:
+        remove_made_folders(made[::-1])
+        raise
     return made[::-1]
 
 
@@ -266,8 +292,8 @@ def atomic_file(path, mode: str = "wb"):
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # name the file the user asked for
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the file the user asked for
         raise
 
 

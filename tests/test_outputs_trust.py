@@ -622,3 +622,46 @@ def test_a_failed_run_removes_only_folders_it_made(tmp_path):
         with OutputDir(tmp_path / "results" / "a" / "b"):
             raise OutdirError("fail")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"] and not any((tmp_path / "results").iterdir())
+
+
+def test_file_commits_without_hard_links_and_through_dotdot_paths(tmp_path, monkeypatch):
+    from extensions import render
+    results = tmp_path / "results"
+    with render.created_folder(tmp_path / "nothere" / ".." / "results" / "run") as run:
+        assert run.is_dir() and (results / "run").is_dir()
+    a, b = results / "a.txt", results / "b.txt"
+    a.write_text("old a")
+    (results / "blocked").mkdir()
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(render.os, "link", no_links)
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):  # the original is still in place when its replacement arrives
+        seen.append(os.path.lexists(dst) if os.fspath(dst) == os.fspath(a) else None)
+        return real_replace(src, dst)
+    monkeypatch.setattr(render.os, "replace", replace)
+    with pytest.raises(OSError):
+        with render.atomic_files([a, str(a), b, results / "blocked"]) as temps:  # a named twice
+            for tmp in temps.values():
+                tmp.write_text("new")
+    assert True in seen and a.read_text() == "old a" and not b.exists()
+    assert sorted(p.name for p in results.iterdir()) == ["a.txt", "blocked", "run"]
+
+
+def test_deferred_signals_act_on_every_signal_that_arrived(monkeypatch):
+    from extensions.render import deferred_signals
+    got = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: got.append(signum))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+                got.append("block ended")
+        assert got == ["block ended", signal.SIGTERM]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
